@@ -1,0 +1,291 @@
+//! Peek the few top-level fields the gateway decides on from a request body,
+//! and rewrite `model` / `stream_options` while leaving every other byte as
+//! the client sent it.
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::errors::InvalidBody;
+
+/// Deserialize a member as its raw text, keeping `null` distinguishable from
+/// an absent member (plain `Option<&RawValue>` maps `null` to `None`).
+pub(crate) fn raw_some<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default, deserialize_with = "raw_some")]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw_some")]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw_some")]
+    stream_options: Option<&'a RawValue>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// A byte range inside the body.
+type Span = (usize, usize);
+
+/// What the gateway needs from a request body, plus where to rewrite it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The `model` member, if present and a string.
+    pub model: Option<String>,
+    /// `stream: true` was set.
+    pub stream: bool,
+    /// The client itself asked for `stream_options.include_usage: true`.
+    pub include_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+    model_span: Option<Span>,
+    stream_options_span: Option<Span>,
+    /// Index of the closing `}` of the top-level object.
+    close_brace: usize,
+    /// The top-level object has no members.
+    empty_object: bool,
+}
+
+fn span_of(body: &[u8], raw: &RawValue) -> Span {
+    // RawValue borrows from `body`, so its offset is a pointer difference.
+    let start = (raw.get().as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    (start, start + raw.get().len())
+}
+
+/// Parse the top level of a request body. The whole body is validated as
+/// JSON; only the members named in [`Peek`] are looked at.
+pub fn peek(body: &[u8]) -> Result<RequestInfo, String> {
+    let trimmed_end = body
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .ok_or_else(|| "request body is empty; expected a JSON object".to_owned())?;
+    if body.get(trimmed_end) != Some(&b'}') {
+        return Err("request body must be a JSON object".to_owned());
+    }
+    let p: Peek<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            format!("request body has an invalid field: {e}")
+        } else {
+            format!("request body is not valid JSON: {e}")
+        }
+    })?;
+    let (model, model_span) = match p.model {
+        None => (None, None),
+        Some(raw) => match serde_json::from_str::<Option<String>>(raw.get()) {
+            Ok(m) => (m, Some(span_of(body, raw))),
+            Err(_) => return Err("'model' must be a string".to_owned()),
+        },
+    };
+    let stream = match p.stream {
+        None => false,
+        Some(raw) => match raw.get() {
+            "true" => true,
+            "false" | "null" => false,
+            _ => return Err("'stream' must be a boolean".to_owned()),
+        },
+    };
+    let include_usage = p
+        .stream_options
+        .and_then(|raw| serde_json::from_str::<Option<StreamOptions>>(raw.get()).ok())
+        .flatten()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let open = body.iter().position(|b| *b == b'{').unwrap_or(0);
+    let empty_object = body
+        .get(open + 1..trimmed_end)
+        .is_some_and(|inner| inner.iter().all(u8::is_ascii_whitespace));
+    Ok(RequestInfo {
+        model,
+        stream,
+        include_usage,
+        max_tokens: p.max_completion_tokens.or(p.max_tokens),
+        model_span,
+        stream_options_span: p.stream_options.map(|raw| span_of(body, raw)),
+        close_brace: trimmed_end,
+        empty_object,
+    })
+}
+
+/// Rewrite a body: set `model` to `new_model` and/or ask the provider for
+/// streamed usage. Returns `None` when nothing needed to change.
+pub fn rewrite(body: &[u8], info: &RequestInfo, new_model: Option<&str>, inject_usage: bool) -> Option<Vec<u8>> {
+    // Edits are (span to replace, replacement), applied back to front.
+    let mut edits: Vec<(Span, Vec<u8>)> = Vec::with_capacity(2);
+    if let (Some(m), Some(span)) = (new_model, info.model_span) {
+        if info.model.as_deref() != Some(m) {
+            edits.push((span, serde_json::to_vec(m).unwrap_or_default()));
+        }
+    }
+    if inject_usage && info.stream && !info.include_usage {
+        match info.stream_options_span {
+            None => {
+                let sep: &[u8] = if info.empty_object { b"" } else { b"," };
+                let mut ins = sep.to_vec();
+                ins.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
+                edits.push(((info.close_brace, info.close_brace), ins));
+            }
+            Some(span) => {
+                let raw = body.get(span.0..span.1).unwrap_or_default();
+                let parsed: Result<Option<serde_json::Map<String, serde_json::Value>>, _> = serde_json::from_slice(raw);
+                // A non-object `stream_options` is the client's error to get
+                // back from the provider; we leave it untouched.
+                if let Ok(obj) = parsed {
+                    let mut obj = obj.unwrap_or_default();
+                    obj.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+                    if let Ok(bytes) = serde_json::to_vec(&obj) {
+                        edits.push((span, bytes));
+                    }
+                }
+            }
+        }
+    }
+    if edits.is_empty() {
+        return None;
+    }
+    edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.0));
+    let mut out = body.to_vec();
+    for ((start, end), with) in edits {
+        out.splice(start..end, with);
+    }
+    Some(out)
+}
+
+/// The parsed top level of a request body, as seen from Python.
+#[pyclass(frozen, module = "lectr._core", name = "RequestMeta")]
+pub struct PyRequestMeta {
+    info: RequestInfo,
+    body: Py<PyBytes>,
+}
+
+#[pymethods]
+impl PyRequestMeta {
+    /// The requested model, or `None` when the body has none.
+    #[getter]
+    fn model(&self) -> Option<&str> {
+        self.info.model.as_deref()
+    }
+
+    /// Whether the client asked for a streamed response.
+    #[getter]
+    fn stream(&self) -> bool {
+        self.info.stream
+    }
+
+    /// Whether the client itself asked for `stream_options.include_usage`.
+    #[getter]
+    fn include_usage(&self) -> bool {
+        self.info.include_usage
+    }
+
+    /// `max_completion_tokens` or `max_tokens`, if set.
+    #[getter]
+    fn max_tokens(&self) -> Option<u64> {
+        self.info.max_tokens
+    }
+
+    /// The body to send upstream: the original object when nothing changes,
+    /// else a copy with `model` replaced and/or streamed usage requested.
+    #[pyo3(signature = (model=None, inject_usage=false))]
+    fn body_for_upstream(&self, py: Python<'_>, model: Option<&str>, inject_usage: bool) -> Py<PyBytes> {
+        let body = self.body.bind(py);
+        match rewrite(body.as_bytes(), &self.info, model, inject_usage) {
+            None => self.body.clone_ref(py),
+            Some(out) => PyBytes::new(py, &out).unbind(),
+        }
+    }
+}
+
+/// Parse a request body; raises `InvalidBody` with a message fit for the
+/// client when it is not a JSON object or `model`/`stream` have wrong types.
+#[pyfunction]
+fn parse_request(body: Bound<'_, PyBytes>) -> PyResult<PyRequestMeta> {
+    let info = peek(body.as_bytes()).map_err(InvalidBody::new_err)?;
+    Ok(PyRequestMeta { info, body: body.unbind() })
+}
+
+/// Register the request functions on the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyRequestMeta>()?;
+    m.add_function(wrap_pyfunction!(parse_request, m)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peeks_fields_without_touching_messages() {
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi \"model\": x"}],"stream":true,"max_tokens":50}"#;
+        let info = peek(body).unwrap();
+        assert_eq!(info.model.as_deref(), Some("gpt-4o-mini"));
+        assert!(info.stream);
+        assert!(!info.include_usage);
+        assert_eq!(info.max_tokens, Some(50));
+    }
+
+    #[test]
+    fn rejects_non_objects_and_bad_types() {
+        assert!(peek(b"").is_err());
+        assert!(peek(b"[1,2]").is_err());
+        assert!(peek(b"{\"model\":").is_err());
+        assert!(peek(br#"{"model":5}"#).unwrap_err().contains("model"));
+        assert!(peek(br#"{"model":"x","stream":"yes"}"#).unwrap_err().contains("stream"));
+        assert!(peek(br#"{"model":"x","model":"y"}"#).is_err());
+    }
+
+    #[test]
+    fn rewrites_model_only() {
+        let body = br#"{ "messages": [], "model" : "gpt-4o", "temperature": 0.5 }"#;
+        let info = peek(body).unwrap();
+        let out = rewrite(body, &info, Some("gpt-4o-mini"), false).unwrap();
+        assert_eq!(out, br#"{ "messages": [], "model" : "gpt-4o-mini", "temperature": 0.5 }"#);
+        assert!(rewrite(body, &info, Some("gpt-4o"), false).is_none());
+    }
+
+    #[test]
+    fn injects_usage_when_absent() {
+        let body = b"{\"model\":\"m\",\"stream\":true}\n";
+        let info = peek(body).unwrap();
+        let out = rewrite(body, &info, None, true).unwrap();
+        assert_eq!(out, b"{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}\n");
+    }
+
+    #[test]
+    fn injects_usage_into_existing_options() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"n":1}"#;
+        let info = peek(body).unwrap();
+        let out = rewrite(body, &info, Some("m2"), true).unwrap();
+        assert_eq!(out, br#"{"model":"m2","stream":true,"stream_options":{"include_usage":true},"n":1}"#);
+    }
+
+    #[test]
+    fn leaves_client_requested_usage_alone() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        let info = peek(body).unwrap();
+        assert!(info.include_usage);
+        assert!(rewrite(body, &info, None, true).is_none());
+    }
+
+    #[test]
+    fn no_injection_without_stream() {
+        let body = br#"{"model":"m"}"#;
+        let info = peek(body).unwrap();
+        assert!(rewrite(body, &info, None, true).is_none());
+    }
+}
