@@ -168,6 +168,7 @@ impl Upstream {
                     stream: if complete { None } else { Some(stream) },
                     tap: if is_sse { Some(StreamTap::new(strip_usage)) } else { None },
                     finished: complete,
+                    closed_early: false,
                 })),
                 usage: Arc::new(StdMutex::new(usage)),
                 cancel: CancellationToken::new(),
@@ -197,6 +198,8 @@ struct BodyState {
     stream: Option<BodyStream>,
     tap: Option<StreamTap>,
     finished: bool,
+    /// `close` ended the body before the provider did.
+    closed_early: bool,
 }
 
 /// A provider's response as it arrives.
@@ -269,6 +272,7 @@ impl UpstreamResponse {
                         // Dropping the body closes the upstream connection.
                         st.stream = None;
                         st.finished = true;
+                        st.closed_early = true;
                         return Ok(None);
                     }
                     r = next_with_timeout(stream, idle) => r,
@@ -313,6 +317,12 @@ impl UpstreamResponse {
     fn usage(&self) -> Option<(Option<u64>, Option<u64>, u64)> {
         let u = self.usage.lock().ok()?.as_ref().copied()?;
         Some((u.prompt_tokens, u.completion_tokens, u.cached()))
+    }
+
+    /// Whether `close` ended the body before the provider finished it.
+    #[getter]
+    fn closed_early(&self) -> bool {
+        self.state.try_lock().map(|s| s.closed_early).unwrap_or(false)
     }
 
     /// Whether an SSE stream ended with `data: [DONE]`.

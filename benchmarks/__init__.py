@@ -1,0 +1,1 @@
+"""Benchmarks of the Lectr gateway, and the mock provider tests share with them."""

@@ -1,0 +1,5 @@
+"""`python -m lectr` runs the CLI."""
+
+from lectr.cli import main
+
+main()

@@ -1,0 +1,132 @@
+"""The RSGI application: routes and lifespan.
+
+Lifespan (per worker process): open the store and apply migrations, load the
+control-plane snapshot, start the record writer and the snapshot refresher;
+at shutdown, stop accepting work, drain the record queue into the store and
+close it. Routes: the proxied `/v1/...` endpoints, `/healthz`, `/readyz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import msgspec
+
+from lectr import _core
+from lectr.config import Settings, load
+from lectr.control import ControlPlane
+from lectr.errors import LectrError, MethodNotAllowed, NotFound
+from lectr.pricing import PriceTable
+from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
+from lectr.store import open_store
+from lectr.writer import RecordWriter
+
+log = logging.getLogger("lectr.app")
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint("/chat/completions", "POST", True),
+    "/v1/completions": Endpoint("/completions", "POST", True),
+    "/v1/embeddings": Endpoint("/embeddings", "POST", True),
+    "/v1/models": Endpoint("/models", "GET", False),
+}
+SETTINGS_ENV = "LECTR__SETTINGS_JSON"  # how `lectr serve` hands workers their settings
+_encode = msgspec.json.Encoder().encode
+
+
+def settings_from_env() -> Settings:
+    """Settings handed over by `lectr serve`, else loaded from the environment."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if raw:
+        return msgspec.json.decode(raw, type=Settings).validate()
+    return load()
+
+
+class App:
+    """The gateway as an RSGI application."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or settings_from_env()
+        self.store = open_store(self.settings)
+        self.control = ControlPlane(self.store, self.settings.control_refresh_interval)
+        self.writer = RecordWriter(
+            self.store,
+            self.settings.writer_queue_size,
+            self.settings.writer_batch_size,
+            self.settings.writer_flush_interval,
+        )
+        self.upstream = _core.Upstream(
+            connect_timeout=self.settings.connect_timeout,
+            first_byte_timeout=self.settings.first_byte_timeout,
+            idle_timeout=self.settings.idle_timeout,
+        )
+        self.proxy = Proxy(
+            self.settings, self.control, self.writer, self.upstream, PriceTable.load(self.settings.prices_file)
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def startup(self) -> None:
+        await self.store.migrate()
+        await self.control.refresh(force=True)
+        self._tasks = [
+            asyncio.ensure_future(self.writer.run()),
+            asyncio.ensure_future(self.control.run()),
+        ]
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.writer.drain(timeout=30.0)
+        await self.store.close()
+
+    # granian's RSGI lifespan hooks (called with the worker's loop, not running).
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        logging.basicConfig(
+            level=self.settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        loop.run_until_complete(self.startup())
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.shutdown())
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        path = scope.path
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is not None:
+            if scope.method != endpoint.method:
+                return self._error(proto, MethodNotAllowed(f"{path} accepts {endpoint.method} only"))
+            return await self.proxy.handle(scope, proto, endpoint)
+        if path == "/healthz":
+            return proto.response_bytes(200, JSON_HEADERS, b'{"status":"ok"}')
+        if path == "/readyz":
+            return await self._ready(proto)
+        return self._error(proto, NotFound(f"no route for {scope.method} {path}"))
+
+    @staticmethod
+    def _error(proto: Any, e: LectrError) -> None:
+        proto.response_bytes(e.status, JSON_HEADERS, e.body())
+
+    async def _ready(self, proto: Any) -> None:
+        try:
+            await asyncio.wait_for(self.store.ping(), timeout=2.0)
+            storage = "ok"
+        except Exception as e:
+            storage = f"unreachable ({type(e).__name__})"
+        body = {
+            "status": "ok" if storage == "ok" else "degraded",
+            "storage": storage,
+            "control_version": self.control.snapshot.version,
+            "writer": msgspec.structs.asdict(self.writer.stats) | {"depth": self.writer.depth},
+        }
+        proto.response_bytes(200 if storage == "ok" else 503, JSON_HEADERS, _encode(body))
+
+
+def create_app() -> App:
+    """Factory used by `lectr serve` (granian imports it in each worker)."""
+    return App()

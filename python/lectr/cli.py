@@ -1,0 +1,205 @@
+"""The `lectr` command: serve the gateway and manage orgs and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from lectr.config import ConfigError, Settings, load, masked
+from lectr.store import Store, StoreError, open_store
+
+Handler = Callable[[Store, argparse.Namespace], Awaitable[None]]
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+async def _orgs_create(store: Store, a: argparse.Namespace) -> None:
+    org = await store.create_org(a.name)
+    key, entry = await store.create_key(org.id)
+    print(f"created org {org.name} ({org.id})")
+    print(f"key prefix {entry.prefix}; store the key now, it is shown only once:")
+    print(key)
+
+
+async def _orgs_list(store: Store, a: argparse.Namespace) -> None:
+    orgs = await store.list_orgs()
+    _table(
+        [[o.id, o.name, "disabled" if o.disabled else "active", o.azure_endpoint or "-", _when(o.created_at)]
+         for o in orgs],
+        ["ID", "NAME", "STATE", "AZURE ENDPOINT", "CREATED (UTC)"],
+    )
+
+
+async def _orgs_disable(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    await store.set_org_disabled(org.id, a.command == "disable")
+    print(f"org {org.name} {'disabled' if a.command == 'disable' else 'enabled'}")
+
+
+async def _orgs_azure(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    await store.set_org_azure(org.id, a.endpoint, a.api_version)
+    print(f"org {org.name}: azure endpoint {a.endpoint or '-'}, api-version {a.api_version or '-'}")
+
+
+async def _keys_create(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    key, entry = await store.create_key(org.id)
+    print(f"new key for {org.name}, prefix {entry.prefix}; it is shown only once:")
+    print(key)
+
+
+async def _keys_list(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    keys = await store.list_keys(org.id)
+    _table(
+        [[f"lc_key_{k.prefix}...", "revoked" if k.revoked_at else "active", _when(k.created_at),
+          _when(k.revoked_at)] for k in keys],
+        ["KEY", "STATE", "CREATED (UTC)", "REVOKED (UTC)"],
+    )
+
+
+def _prefix(value: str) -> str:
+    return value.removeprefix("lc_key_").removesuffix("...")[:8]
+
+
+async def _keys_revoke(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    await store.revoke_key(org.id, _prefix(a.prefix))
+    print(f"key {_prefix(a.prefix)} of {org.name} revoked")
+
+
+async def _keys_rotate(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    key, entry = await store.create_key(org.id)
+    await store.revoke_key(org.id, _prefix(a.prefix))
+    print(f"key {_prefix(a.prefix)} of {org.name} revoked; replacement prefix {entry.prefix}, shown only once:")
+    print(key)
+
+
+async def _migrate(store: Store, a: argparse.Namespace) -> None:
+    applied = await store.migrate()
+    print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "database is up to date")
+
+
+def _serve(settings: Settings) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    from lectr.app import SETTINGS_ENV
+
+    # Workers are separate processes that import the app; they get the
+    # validated settings whole, so flags and file reach them too.
+    os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
+    print(f"lectr {_version()} listening on http://{settings.host}:{settings.port} "
+          f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
+          f"store: {'postgresql' if settings.database_url else settings.sqlite_path})", flush=True)
+    Granian(
+        "lectr.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        interface=Interfaces.RSGI,
+        loop=Loops.uvloop,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+        websockets=False,
+    ).serve()
+
+
+def _version() -> str:
+    from lectr import __version__
+
+    return __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lectr", description="Lectr AI gateway and control plane.")
+    p.add_argument("--config", help="TOML config file (else LECTR_CONFIG)")
+    sub = p.add_subparsers(dest="group", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
+    sub.add_parser("config", help="print the effective settings (secrets masked)")
+
+    orgs = sub.add_parser("orgs", help="manage orgs").add_subparsers(dest="command", required=True)
+    c = orgs.add_parser("create", help="create an org and print its first key (last line)")
+    c.add_argument("name")
+    c.set_defaults(run=_orgs_create)
+    orgs.add_parser("list", help="list orgs").set_defaults(run=_orgs_list)
+    for verb in ("disable", "enable"):
+        d = orgs.add_parser(verb, help=f"{verb} an org")
+        d.add_argument("org", help="org name or id")
+        d.set_defaults(run=_orgs_disable)
+    az = orgs.add_parser("azure", help="set an org's Azure OpenAI endpoint and api-version")
+    az.add_argument("org")
+    az.add_argument("--endpoint", help="https://<resource>.openai.azure.com (omit to clear)")
+    az.add_argument("--api-version", help="e.g. 2024-10-21 (omit to clear)")
+    az.set_defaults(run=_orgs_azure)
+
+    keys = sub.add_parser("keys", help="manage org keys").add_subparsers(dest="command", required=True)
+    kc = keys.add_parser("create", help="add a key to an org")
+    kc.add_argument("org")
+    kc.set_defaults(run=_keys_create)
+    kl = keys.add_parser("list", help="list an org's keys (prefixes only)")
+    kl.add_argument("org")
+    kl.set_defaults(run=_keys_list)
+    for verb, fn in (("revoke", _keys_revoke), ("rotate", _keys_rotate)):
+        k = keys.add_parser(verb, help=f"{verb} a key (by prefix)")
+        k.add_argument("org")
+        k.add_argument("prefix", help="the key's prefix as `keys list` shows it")
+        k.set_defaults(run=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `lectr` command."""
+    args = _parser().parse_args(argv)
+    flags: dict[str, Any] = {}
+    if args.group == "serve":
+        flags = {"host": args.host, "port": args.port, "workers": args.workers}
+    try:
+        settings = load(args.config, flags)
+    except ConfigError as e:
+        sys.exit(f"lectr: {e}")
+    if args.group == "serve":
+        _serve(settings)
+        return
+    if args.group == "config":
+        print(json.dumps(masked(settings), indent=2))
+        return
+    run: Handler = args.run
+    try:
+        asyncio.run(_with_store(settings, run, args))
+    except StoreError as e:
+        sys.exit(f"lectr: {e}")
+
+
+async def _with_store(settings: Settings, run: Handler, args: argparse.Namespace) -> None:
+    store = open_store(settings)
+    try:
+        if run is not _migrate:
+            await store.migrate()
+        await run(store, args)
+    finally:
+        await store.close()

@@ -1,0 +1,117 @@
+"""The one error tree of the gateway; each error knows its HTTP status, OpenAI
+error `type` and `code`, and the category and source recorded for it.
+
+```
+LectrError                          (status, type, code, source)
+ ├── MissingKey                     401 authentication_error missing_lectr_key
+ ├── InvalidKey                     401 authentication_error invalid_lectr_key
+ ├── OrgDisabled                    401 authentication_error org_disabled
+ ├── InvalidRequest                 400 invalid_request_error invalid_request
+ ├── InvalidProvider                400 invalid_request_error invalid_provider
+ ├── AzureConfigMissing             400 invalid_request_error azure_config_missing
+ ├── RequestTooLarge                413 invalid_request_error request_too_large
+ ├── NotFound                       404 invalid_request_error not_found
+ ├── MethodNotAllowed               405 invalid_request_error method_not_allowed
+ ├── ProviderUnreachable            502 api_error provider_unreachable   (network)
+ └── ProviderTimeout                504 api_error provider_timeout       (network)
+```
+
+`from_core` is the single table that maps `lectr._core` exceptions onto it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from lectr import _core
+
+
+class _Detail(msgspec.Struct):
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
+class _Envelope(msgspec.Struct):
+    error: _Detail
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class LectrError(Exception):
+    """An error the gateway itself answers with, in the OpenAI error shape."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    code: ClassVar[str] = "internal_error"
+    source: ClassVar[str] = "proxy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> bytes:
+        """The JSON body sent to the client."""
+        return _encode(_Envelope(_Detail(self.message, self.type, self.code)))
+
+    @property
+    def category(self) -> str:
+        """The error category stored on the request record."""
+        return self.code
+
+
+class MissingKey(LectrError):
+    status, type, code = 401, "authentication_error", "missing_lectr_key"
+
+
+class InvalidKey(LectrError):
+    status, type, code = 401, "authentication_error", "invalid_lectr_key"
+
+
+class OrgDisabled(LectrError):
+    status, type, code = 401, "authentication_error", "org_disabled"
+
+
+class InvalidRequest(LectrError):
+    status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class InvalidProvider(LectrError):
+    status, type, code = 400, "invalid_request_error", "invalid_provider"
+
+
+class AzureConfigMissing(LectrError):
+    status, type, code = 400, "invalid_request_error", "azure_config_missing"
+
+
+class RequestTooLarge(LectrError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class NotFound(LectrError):
+    status, type, code = 404, "invalid_request_error", "not_found"
+
+
+class MethodNotAllowed(LectrError):
+    status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class ProviderUnreachable(LectrError):
+    status, type, code, source = 502, "api_error", "provider_unreachable", "network"
+
+
+class ProviderTimeout(LectrError):
+    status, type, code, source = 504, "api_error", "provider_timeout", "network"
+
+
+def from_core(exc: _core.UpstreamError, provider: str) -> LectrError:
+    """Translate an upstream failure from the Rust core (the only mapping)."""
+    if isinstance(exc, _core.UpstreamTimeout):
+        return ProviderTimeout(f"{provider} did not respond in time ({exc} timeout)")
+    if isinstance(exc, _core.UpstreamConnectError):
+        return ProviderUnreachable(f"could not connect to {provider}: {exc}")
+    return ProviderUnreachable(f"the connection to {provider} failed: {exc}")

@@ -1,0 +1,300 @@
+"""The request handler: one AI request, start to finish, in one direction.
+
+```
+granian (RSGI) -> app.py: dispatch by path
+  -> proxy.py: Proxy.handle()
+       1 auth.resolve(snapshot, X-Lectr-Key)       -> OrgEntry    (in-memory snapshot)
+       2 read the body (size-capped)               -> bytes       (413 past the cap)
+       3 _core.parse_request(body)                 -> RequestMeta (400 if not a JSON object)
+       4 providers.detect(meta.model, override)    -> Provider    (400 on unknown override)
+       5 providers.upstream_url(...)               -> URL         (400 if Azure is not configured)
+       6 _core Upstream.send(rewritten headers/body) -> UpstreamResponse (502/504 on failure)
+       7 body to the client: buffered JSON at once, SSE chunk by chunk as they
+         arrive; the Rust tap reads usage and strips what we asked for
+       8 finish: usage (or estimate) -> cost from pricing -> Record -> writer queue
+  <- response
+```
+
+Nothing here writes a body, a prompt or a key anywhere: the record holds
+metadata only, and errors are logged by type, not by content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from lectr import _core, auth, errors, providers
+from lectr.config import Settings
+from lectr.control import ControlPlane
+from lectr.errors import InvalidRequest, LectrError, RequestTooLarge
+from lectr.pricing import PriceTable
+from lectr.types import Record
+from lectr.writer import RecordWriter
+
+log = logging.getLogger("lectr.proxy")
+
+FEATURE_CAP = 256
+UNTAGGED = "untagged"
+JSON_HEADERS = [("content-type", "application/json")]
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    """A proxied OpenAI endpoint."""
+
+    path: str  # upstream path after the base URL, e.g. "/chat/completions"
+    method: str
+    has_body: bool
+
+
+def provider_category(status: int) -> str:
+    """Error category of a provider's error status."""
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth_failed"
+    if status >= 500:
+        return "server_error"
+    return "bad_request"
+
+
+class Exchange:
+    """What is learned about one request as it goes; becomes its Record."""
+
+    __slots__ = (
+        "body_up",
+        "cached",
+        "completion",
+        "endpoint",
+        "error_category",
+        "error_source",
+        "estimate",
+        "feature",
+        "model_actual",
+        "model_requested",
+        "org_id",
+        "prompt",
+        "provider",
+        "provider_unknown",
+        "start",
+        "status",
+        "streaming",
+        "task",
+        "token_source",
+        "ts",
+        "ttfb",
+        "upstream",
+    )
+
+    def __init__(self, org_id: str, endpoint: str, feature: str, task: str | None) -> None:
+        self.ts = time.time()
+        self.start = time.perf_counter()
+        self.org_id = org_id
+        self.endpoint = endpoint
+        self.feature = feature
+        self.task = task
+        self.provider = "openai"
+        self.provider_unknown = False
+        self.model_requested: str | None = None
+        self.model_actual: str | None = None
+        self.status = 0
+        self.error_category: str | None = None
+        self.error_source: str | None = None
+        self.streaming = False
+        self.ttfb: float | None = None
+        self.upstream: _core.UpstreamResponse | None = None
+        self.body_up = b""
+        self.prompt: int | None = None
+        self.completion: int | None = None
+        self.cached: int | None = None
+        self.token_source: str | None = None
+
+    def fail(self, e: LectrError) -> None:
+        self.status = e.status
+        self.error_category = e.category
+        self.error_source = e.source
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb is None:
+            self.ttfb = (time.perf_counter() - self.start) * 1000.0
+
+
+def _header_value(headers: Any, name: str, cap: int) -> str | None:
+    v: str | None = headers.get(name)
+    if not v:
+        return None
+    return v[:cap]
+
+
+class Proxy:
+    """Forwards AI requests and captures a record of each."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        control: ControlPlane,
+        writer: RecordWriter,
+        upstream: _core.Upstream,
+        prices: PriceTable,
+    ) -> None:
+        self._settings = settings
+        self._control = control
+        self._writer = writer
+        self._upstream = upstream
+        self._prices = prices
+        self._max_body = settings.max_body_bytes
+
+    async def handle(self, scope: Any, proto: Any, endpoint: Endpoint) -> None:
+        """Serve one request on `endpoint`."""
+        headers = scope.headers
+        try:
+            org = auth.resolve(self._control.snapshot, headers.get("x-lectr-key"))
+        except LectrError as e:
+            # No org, nothing to record against; the provider is never called.
+            proto.response_bytes(e.status, JSON_HEADERS, e.body())
+            return
+        ex = Exchange(
+            org.id,
+            scope.path,
+            _header_value(headers, "x-lectr-feature", FEATURE_CAP) or UNTAGGED,
+            _header_value(headers, "x-lectr-task", FEATURE_CAP),
+        )
+        try:
+            await self._forward(scope, proto, endpoint, org, ex)
+        except LectrError as e:
+            ex.fail(e)
+            proto.response_bytes(e.status, JSON_HEADERS, e.body())
+        except Exception:
+            log.exception("unexpected error while proxying")
+            e = LectrError("the gateway failed to process this request")
+            ex.fail(e)
+            proto.response_bytes(e.status, JSON_HEADERS, e.body())
+        await self._finish(ex)
+
+    async def _read_body(self, scope: Any, proto: Any) -> bytes:
+        declared = scope.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_body:
+            raise RequestTooLarge(f"request body is {declared} bytes; the limit is {self._max_body}")
+        body: bytes = await proto()
+        if len(body) > self._max_body:
+            raise RequestTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
+        return body
+
+    async def _forward(self, scope: Any, proto: Any, endpoint: Endpoint, org: Any, ex: Exchange) -> None:
+        headers = scope.headers
+        meta: _core.RequestMeta | None = None
+        body = b""
+        if endpoint.has_body:
+            body = await self._read_body(scope, proto)
+            try:
+                meta = _core.parse_request(body)
+            except _core.InvalidBody as e:
+                raise InvalidRequest(str(e)) from None
+            if not meta.model:
+                raise InvalidRequest("request body has no 'model'")
+            ex.model_requested = ex.model_actual = meta.model
+            ex.streaming = meta.stream
+        provider, unknown = providers.detect(ex.model_requested, headers.get("x-lectr-provider"))
+        ex.provider, ex.provider_unknown = provider.name, unknown
+        url = providers.upstream_url(provider, endpoint.path, ex.model_actual, self._settings, org)
+        if scope.query_string and provider.base_url_setting is not None:
+            url = f"{url}?{scope.query_string}"
+        # Ask for streamed usage on the client's behalf; the tap strips it.
+        inject = meta is not None and meta.stream and not meta.include_usage
+        ex.body_up = meta.body_for_upstream(ex.model_actual, inject_usage=inject) if meta is not None else body
+        try:
+            resp = await self._upstream.send(
+                endpoint.method, url, headers.items(), ex.body_up, provider.auth_style, inject
+            )
+        except _core.UpstreamError as e:
+            raise errors.from_core(e, provider.name) from None
+        ex.upstream = resp
+        ex.status = resp.status
+        if resp.status >= 400:
+            ex.error_category, ex.error_source = provider_category(resp.status), "provider"
+        if resp.body_complete:
+            ex.mark_first_byte()
+            proto.response_bytes(resp.status, resp.headers, resp.body)
+            return
+        await self._stream(proto, resp, ex)
+
+    async def _stream(self, proto: Any, resp: _core.UpstreamResponse, ex: Exchange) -> None:
+        transport = proto.response_stream(resp.status, resp.headers)
+        # A client that goes away closes the upstream read, which ends the loop.
+        watcher = asyncio.ensure_future(proto.client_disconnect())
+        watcher.add_done_callback(lambda _: resp.close())
+        client_gone = False
+        try:
+            prefix = resp.body
+            if prefix:
+                ex.mark_first_byte()
+                await transport.send_bytes(prefix)
+            while (chunk := await resp.next_chunk()) is not None:
+                ex.mark_first_byte()
+                await transport.send_bytes(chunk)
+        except _core.UpstreamError as e:
+            # Bytes may already be with the client: no retry, the stream just ends.
+            ex.error_category, ex.error_source = "stream_interrupted", "network"
+            log.warning("upstream %s stream broke after the first byte: %s", ex.provider, type(e).__name__)
+        except Exception as e:
+            # granian raises when writing to a client that has gone.
+            client_gone = True
+            resp.close()
+            log.debug("client write failed: %s", type(e).__name__)
+        finally:
+            watcher.cancel()
+        if client_gone or resp.closed_early:
+            ex.status = 499
+            ex.error_category, ex.error_source = "client_closed", "client"
+
+    async def _finish(self, ex: Exchange) -> None:
+        resp = ex.upstream
+        if resp is not None and (ex.status < 400 or ex.error_category == "client_closed"):
+            await self._count_tokens(ex)
+        cost = self._prices.cost(ex.model_actual, ex.prompt, ex.completion, ex.cached)
+        self._writer.submit(
+            Record(
+                id=uuid.uuid4().hex,
+                ts=ex.ts,
+                org_id=ex.org_id,
+                endpoint=ex.endpoint,
+                provider=ex.provider,
+                provider_unknown=ex.provider_unknown,
+                model_requested=ex.model_requested,
+                model_actual=ex.model_actual,
+                status_code=ex.status,
+                error_category=ex.error_category,
+                error_source=ex.error_source,
+                streaming=ex.streaming,
+                latency_ms=(time.perf_counter() - ex.start) * 1000.0,
+                ttfb_ms=ex.ttfb,
+                prompt_tokens=ex.prompt,
+                completion_tokens=ex.completion,
+                cached_tokens=ex.cached,
+                token_source=ex.token_source,
+                cost_usd=cost,
+                feature=ex.feature,
+                task=ex.task,
+            )
+        )
+
+    async def _count_tokens(self, ex: Exchange) -> None:
+        resp = ex.upstream
+        if resp is None or ex.endpoint.endswith("/models"):
+            return
+        usage = resp.usage
+        if usage is not None and usage[0] is not None:
+            ex.prompt, ex.completion, ex.cached = usage[0], usage[1] or 0, usage[2]
+            ex.token_source = "provider"
+            return
+        try:
+            ex.prompt, ex.completion = await resp.estimate_usage(ex.body_up, ex.model_actual or "")
+        except _core.LectrCoreError:
+            return
+        ex.cached = 0
+        ex.token_source = "estimated"

@@ -1,0 +1,264 @@
+"""The embedded SQLite store: one file, WAL mode, every call run on one
+dedicated thread so the event loop never blocks on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lectr.store import Conflict, Missing, new_key
+from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, OrgEntry, Record
+
+T = TypeVar("T")
+
+_INSERT = (
+    f"INSERT OR IGNORE INTO requests ({', '.join(RECORD_FIELDS)}) "
+    f"VALUES ({', '.join('?' for _ in RECORD_FIELDS)})"
+)
+_ORG_COLS = "id, name, disabled, azure_endpoint, azure_api_version, created_at"
+_KEY_COLS = "id, org_id, prefix, key_hash, created_at, revoked_at"
+
+
+def _org(row: Any) -> OrgEntry:
+    return OrgEntry(
+        id=row[0],
+        name=row[1],
+        disabled=bool(row[2]),
+        azure_endpoint=row[3],
+        azure_api_version=row[4],
+        created_at=row[5],
+    )
+
+
+def _key(row: Any) -> KeyEntry:
+    return KeyEntry(
+        id=row[0], org_id=row[1], prefix=row[2], key_hash=bytes(row[3]), created_at=row[4], revoked_at=row[5]
+    )
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("lectr").joinpath("store/migrations/sqlite")
+    out = []
+    for entry in folder.iterdir():
+        m = re.match(r"(\d+)_.*\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), entry.read_text()))
+    return sorted(out)
+
+
+class SQLiteStore:
+    """Store backed by an SQLite file (safe across processes: WAL + busy timeout)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lectr-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._db()))
+
+    async def close(self) -> None:
+        def _close(conn: sqlite3.Connection) -> None:
+            conn.close()
+            self._conn = None
+
+        if self._conn is not None:
+            await self._run(_close)
+        self._pool.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def migrate(self) -> list[int]:
+        def _migrate(c: sqlite3.Connection) -> list[int]:
+            # BEGIN IMMEDIATE takes the write lock, so concurrent starters
+            # apply each migration exactly once.
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+                )
+                done = {r[0] for r in c.execute("SELECT version FROM schema_migrations")}
+                applied = []
+                for version, sql in _migrations():
+                    if version in done:
+                        continue
+                    for statement in _split(sql):
+                        c.execute(statement)
+                    c.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                    applied.append(version)
+                c.execute("COMMIT")
+                return applied
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        return await self._run(_migrate)
+
+    async def write_records(self, records: list[Record]) -> None:
+        rows = [tuple(getattr(r, f) for f in RECORD_FIELDS) for r in records]
+
+        def _write(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.executemany(_INSERT, rows)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        await self._run(_write)
+
+    async def control_version(self) -> int:
+        row = await self._run(lambda c: c.execute("SELECT version FROM control_version").fetchone())
+        return int(row[0])
+
+    async def load_control(self) -> ControlData:
+        def _load(c: sqlite3.Connection) -> ControlData:
+            c.execute("BEGIN")
+            try:
+                version = c.execute("SELECT version FROM control_version").fetchone()[0]
+                orgs = [_org(r) for r in c.execute(f"SELECT {_ORG_COLS} FROM orgs")]
+                keys = [_key(r) for r in c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")]
+            finally:
+                c.execute("COMMIT")
+            return ControlData(version=version, orgs=orgs, keys=keys)
+
+        return await self._run(_load)
+
+    async def _change(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a control-plane change and bump the version in one transaction."""
+
+        def _tx(c: sqlite3.Connection) -> T:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(c)
+                c.execute("UPDATE control_version SET version = version + 1")
+                c.execute("COMMIT")
+                return out
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        return await self._run(_tx)
+
+    async def create_org(self, name: str) -> OrgEntry:
+        org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())
+
+        def _create(c: sqlite3.Connection) -> OrgEntry:
+            try:
+                c.execute(
+                    "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)", (org.id, org.name, org.created_at)
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"an org named {name!r} already exists") from None
+            return org
+
+        return await self._change(_create)
+
+    async def get_org(self, name_or_id: str) -> OrgEntry:
+        row = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_ORG_COLS} FROM orgs WHERE id = ? OR name = ?", (name_or_id, name_or_id)
+            ).fetchone()
+        )
+        if row is None:
+            raise Missing(f"no org named {name_or_id!r}")
+        return _org(row)
+
+    async def list_orgs(self) -> list[OrgEntry]:
+        rows = await self._run(lambda c: c.execute(f"SELECT {_ORG_COLS} FROM orgs ORDER BY created_at").fetchall())
+        return [_org(r) for r in rows]
+
+    async def set_org_disabled(self, org_id: str, disabled: bool) -> None:
+        def _set(c: sqlite3.Connection) -> None:
+            if c.execute("UPDATE orgs SET disabled = ? WHERE id = ?", (int(disabled), org_id)).rowcount == 0:
+                raise Missing(f"no org {org_id!r}")
+
+        await self._change(_set)
+
+    async def set_org_azure(self, org_id: str, endpoint: str | None, api_version: str | None) -> None:
+        def _set(c: sqlite3.Connection) -> None:
+            cur = c.execute(
+                "UPDATE orgs SET azure_endpoint = ?, azure_api_version = ? WHERE id = ?",
+                (endpoint, api_version, org_id),
+            )
+            if cur.rowcount == 0:
+                raise Missing(f"no org {org_id!r}")
+
+        await self._change(_set)
+
+    async def create_key(self, org_id: str) -> tuple[str, KeyEntry]:
+        def _create(c: sqlite3.Connection) -> tuple[str, KeyEntry]:
+            for _ in range(5):
+                key, prefix, digest = new_key()
+                entry = KeyEntry(
+                    id="key_" + uuid.uuid4().hex[:16], org_id=org_id, prefix=prefix, key_hash=digest,
+                    created_at=time.time(),
+                )
+                try:
+                    c.execute(
+                        f"INSERT INTO org_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, NULL)",
+                        (entry.id, org_id, prefix, digest, entry.created_at),
+                    )
+                    return key, entry
+                except sqlite3.IntegrityError as e:
+                    if "FOREIGN KEY" in str(e):
+                        raise Missing(f"no org {org_id!r}") from None
+            raise Conflict("could not generate a unique key prefix")
+
+        return await self._change(_create)
+
+    async def list_keys(self, org_id: str) -> list[KeyEntry]:
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_KEY_COLS} FROM org_keys WHERE org_id = ? ORDER BY created_at", (org_id,)
+            ).fetchall()
+        )
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, org_id: str, prefix: str) -> None:
+        def _revoke(c: sqlite3.Connection) -> None:
+            cur = c.execute(
+                "UPDATE org_keys SET revoked_at = ? WHERE org_id = ? AND prefix = ? AND revoked_at IS NULL",
+                (time.time(), org_id, prefix),
+            )
+            if cur.rowcount == 0:
+                raise Missing(f"no active key with prefix {prefix!r} in this org")
+
+        await self._change(_revoke)
+
+    async def count_records(self, org_id: str | None = None) -> int:
+        if org_id is None:
+            row = await self._run(lambda c: c.execute("SELECT count(*) FROM requests").fetchone())
+        else:
+            row = await self._run(
+                lambda c: c.execute("SELECT count(*) FROM requests WHERE org_id = ?", (org_id,)).fetchone()
+            )
+        return int(row[0])
+
+
+def _split(sql: str) -> list[str]:
+    """Statements of a migration file (they contain no semicolons in strings)."""
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

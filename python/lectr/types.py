@@ -1,0 +1,66 @@
+"""Shared msgspec structs: the request record and the control-plane entries."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Record(msgspec.Struct, kw_only=True, gc=False):
+    """Everything stored about one request: metadata only, never content."""
+
+    id: str
+    ts: float
+    org_id: str
+    endpoint: str
+    provider: str
+    provider_unknown: bool = False
+    model_requested: str | None = None
+    model_actual: str | None = None
+    rule_id: str | None = None
+    fallback_used: str | None = None
+    status_code: int
+    error_category: str | None = None
+    error_source: str | None = None
+    streaming: bool = False
+    latency_ms: float
+    ttfb_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    token_source: str | None = None
+    cost_usd: float | None = None
+    feature: str = "untagged"
+    task: str | None = None
+
+
+RECORD_FIELDS: tuple[str, ...] = Record.__struct_fields__
+
+
+class OrgEntry(msgspec.Struct, frozen=True):
+    """An org as the request path sees it."""
+
+    id: str
+    name: str
+    disabled: bool = False
+    azure_endpoint: str | None = None
+    azure_api_version: str | None = None
+    created_at: float = 0.0
+
+
+class KeyEntry(msgspec.Struct, frozen=True):
+    """An org key: its public prefix and the SHA-256 of the whole key."""
+
+    id: str
+    org_id: str
+    prefix: str
+    key_hash: bytes
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+
+class ControlData(msgspec.Struct, frozen=True):
+    """Everything the request path needs from the control plane."""
+
+    version: int
+    orgs: list[OrgEntry]
+    keys: list[KeyEntry]
