@@ -1,0 +1,148 @@
+"""Real processes on free ports for the tests: the mock provider and the
+gateway (`lectr serve`), each started as a user would and polled until ready."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+LECTR = [sys.executable, "-m", "lectr"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Mock:
+    """The shared mock provider in a subprocess."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"mock-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.mock_upstream", "--port", str(self.port)],
+            cwd=ROOT,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"{self.url}/_mock/stats", self.proc, self.log)
+
+    def requests(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = httpx.get(f"{self.url}/_mock/requests").json()
+        return out
+
+    def clear(self) -> None:
+        httpx.delete(f"{self.url}/_mock/requests")
+
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = httpx.get(f"{self.url}/_mock/stats").json()
+        return out
+
+
+class Gateway:
+    """`lectr serve` in a subprocess with its own data dir, pointed at the mock."""
+
+    def __init__(self, tmp: Path, mock: Mock, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tmp / f"data-{self.port}"
+        self.log = tmp / f"gateway-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "LECTR_DATA_DIR": str(self.data_dir),
+            "LECTR_OPENAI_BASE_URL": f"{mock.url}/v1",
+            "LECTR_ANTHROPIC_BASE_URL": f"{mock.url}/anthropic/v1",
+            "LECTR_GROQ_BASE_URL": f"{mock.url}/groq/openai/v1",
+            "LECTR_GEMINI_BASE_URL": f"{mock.url}/gemini/v1beta/openai",
+            "LECTR_WRITER_FLUSH_INTERVAL": "0.05",
+            "LECTR_CONTROL_REFRESH_INTERVAL": "0.2",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> str:
+        r = subprocess.run([*LECTR, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"lectr {' '.join(args)} failed: {r.stderr}")
+        return r.stdout
+
+    def create_org(self, name: str) -> str:
+        return self.cli("orgs", "create", name).strip().splitlines()[-1]
+
+    def start(self) -> Gateway:
+        self.proc = subprocess.Popen(
+            [*LECTR, "serve", "--port", str(self.port)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"{self.url}/healthz", self.proc, self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def records(self, timeout: float = 5.0, expect: int = 1, **where: Any) -> list[dict[str, Any]]:
+        """Rows of the request log matching `where`, waiting for `expect` of them."""
+        import sqlite3
+
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            conn = sqlite3.connect(self.data_dir / "lectr.db")
+            conn.row_factory = sqlite3.Row
+            clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+            rows = [dict(r) for r in conn.execute(f"SELECT * FROM requests WHERE {clause} ORDER BY ts", tuple(where.values()))]  # noqa: S608
+            conn.close()
+            if len(rows) >= expect:
+                return rows
+            time.sleep(0.05)
+        return rows
+
+
+@contextmanager
+def running(tmp: Path, mock: Mock, **env: str) -> Iterator[Gateway]:
+    gw = Gateway(tmp, mock, **env)
+    try:
+        yield gw
+    finally:
+        gw.stop()
