@@ -80,7 +80,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         body = json.loads(raw) if raw else {}
     except ValueError:
-        return web.json_response({"error": {"message": "bad json", "type": "invalid_request_error"}}, status=400)
+        return web.json_response(
+            {"error": {"message": "bad json", "type": "invalid_request_error"}}, status=400
+        )
     model = body.get("model", "unknown")
     no_usage = request.headers.get("x-mock-no-usage") == "1"
     cached = int(_num(request, "x-mock-cached", 0))
@@ -127,7 +129,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
     def event(payload: dict[str, Any]) -> bytes:
         if include_usage:
-            payload["usage"] = None if "usage" not in payload else payload["usage"]
+            payload["usage"] = payload.get("usage")
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
     base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": model}

@@ -98,7 +98,9 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def cli(self, *args: str) -> str:
-        r = subprocess.run([*LECTR, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [*LECTR, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         if r.returncode != 0:
             raise RuntimeError(f"lectr {' '.join(args)} failed: {r.stderr}")
         return r.stdout
@@ -131,7 +133,12 @@ class Gateway:
             conn = sqlite3.connect(self.data_dir / "lectr.db")
             conn.row_factory = sqlite3.Row
             clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-            rows = [dict(r) for r in conn.execute(f"SELECT * FROM requests WHERE {clause} ORDER BY ts", tuple(where.values()))]  # noqa: S608
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    f"SELECT * FROM requests WHERE {clause} ORDER BY ts", tuple(where.values())
+                )
+            ]
             conn.close()
             if len(rows) >= expect:
                 return rows

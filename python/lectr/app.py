@@ -64,7 +64,11 @@ class App:
             idle_timeout=self.settings.idle_timeout,
         )
         self.proxy = Proxy(
-            self.settings, self.control, self.writer, self.upstream, PriceTable.load(self.settings.prices_file)
+            self.settings,
+            self.control,
+            self.writer,
+            self.upstream,
+            PriceTable.load(self.settings.prices_file),
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -103,7 +107,8 @@ class App:
                 return self._error(proto, MethodNotAllowed(f"{path} accepts {endpoint.method} only"))
             return await self.proxy.handle(scope, proto, endpoint)
         if path == "/healthz":
-            return proto.response_bytes(200, JSON_HEADERS, b'{"status":"ok"}')
+            proto.response_bytes(200, JSON_HEADERS, b'{"status":"ok"}')
+            return None
         if path == "/readyz":
             return await self._ready(proto)
         return self._error(proto, NotFound(f"no route for {scope.method} {path}"))

@@ -40,8 +40,16 @@ async def _orgs_create(store: Store, a: argparse.Namespace) -> None:
 async def _orgs_list(store: Store, a: argparse.Namespace) -> None:
     orgs = await store.list_orgs()
     _table(
-        [[o.id, o.name, "disabled" if o.disabled else "active", o.azure_endpoint or "-", _when(o.created_at)]
-         for o in orgs],
+        [
+            [
+                o.id,
+                o.name,
+                "disabled" if o.disabled else "active",
+                o.azure_endpoint or "-",
+                _when(o.created_at),
+            ]
+            for o in orgs
+        ],
         ["ID", "NAME", "STATE", "AZURE ENDPOINT", "CREATED (UTC)"],
     )
 
@@ -69,8 +77,15 @@ async def _keys_list(store: Store, a: argparse.Namespace) -> None:
     org = await store.get_org(a.org)
     keys = await store.list_keys(org.id)
     _table(
-        [[f"lc_key_{k.prefix}...", "revoked" if k.revoked_at else "active", _when(k.created_at),
-          _when(k.revoked_at)] for k in keys],
+        [
+            [
+                f"lc_key_{k.prefix}...",
+                "revoked" if k.revoked_at else "active",
+                _when(k.created_at),
+                _when(k.revoked_at),
+            ]
+            for k in keys
+        ],
         ["KEY", "STATE", "CREATED (UTC)", "REVOKED (UTC)"],
     )
 
@@ -89,7 +104,9 @@ async def _keys_rotate(store: Store, a: argparse.Namespace) -> None:
     org = await store.get_org(a.org)
     key, entry = await store.create_key(org.id)
     await store.revoke_key(org.id, _prefix(a.prefix))
-    print(f"key {_prefix(a.prefix)} of {org.name} revoked; replacement prefix {entry.prefix}, shown only once:")
+    print(
+        f"key {_prefix(a.prefix)} of {org.name} revoked; replacement prefix {entry.prefix}, shown only once:"
+    )
     print(key)
 
 
@@ -107,9 +124,12 @@ def _serve(settings: Settings) -> None:
     # Workers are separate processes that import the app; they get the
     # validated settings whole, so flags and file reach them too.
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
-    print(f"lectr {_version()} listening on http://{settings.host}:{settings.port} "
-          f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
-          f"store: {'postgresql' if settings.database_url else settings.sqlite_path})", flush=True)
+    print(
+        f"lectr {_version()} listening on http://{settings.host}:{settings.port} "
+        f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
+        f"store: {'postgresql' if settings.database_url else settings.sqlite_path})",
+        flush=True,
+    )
     Granian(
         "lectr.app:create_app",
         factory=True,

@@ -63,5 +63,7 @@ class ControlPlane:
                     self._failing = False
             except Exception as e:
                 if not self._failing:
-                    log.warning("control plane refresh failed, serving the last snapshot: %s", type(e).__name__)
+                    log.warning(
+                        "control plane refresh failed, serving the last snapshot: %s", type(e).__name__
+                    )
                     self._failing = True

@@ -64,7 +64,9 @@ class PriceTable:
             self._memo[model] = p
         return p
 
-    def cost(self, model: str | None, prompt: int | None, completion: int | None, cached: int | None) -> float | None:
+    def cost(
+        self, model: str | None, prompt: int | None, completion: int | None, cached: int | None
+    ) -> float | None:
         """USD for the given usage, or None (unpriced) for an unknown model or
         when no token counts are known. Never a silent zero."""
         p = self.price(model)

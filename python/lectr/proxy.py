@@ -171,9 +171,9 @@ class Proxy:
             proto.response_bytes(e.status, JSON_HEADERS, e.body())
         except Exception:
             log.exception("unexpected error while proxying")
-            e = LectrError("the gateway failed to process this request")
-            ex.fail(e)
-            proto.response_bytes(e.status, JSON_HEADERS, e.body())
+            internal = LectrError("the gateway failed to process this request")
+            ex.fail(internal)
+            proto.response_bytes(internal.status, JSON_HEADERS, internal.body())
         await self._finish(ex)
 
     async def _read_body(self, scope: Any, proto: Any) -> bytes:
@@ -206,7 +206,9 @@ class Proxy:
             url = f"{url}?{scope.query_string}"
         # Ask for streamed usage on the client's behalf; the tap strips it.
         inject = meta is not None and meta.stream and not meta.include_usage
-        ex.body_up = meta.body_for_upstream(ex.model_actual, inject_usage=inject) if meta is not None else body
+        ex.body_up = (
+            meta.body_for_upstream(ex.model_actual, inject_usage=inject) if meta is not None else body
+        )
         try:
             resp = await self._upstream.send(
                 endpoint.method, url, headers.items(), ex.body_up, provider.auth_style, inject
@@ -290,11 +292,11 @@ class Proxy:
         usage = resp.usage
         if usage is not None and usage[0] is not None:
             ex.prompt, ex.completion, ex.cached = usage[0], usage[1] or 0, usage[2]
-            ex.token_source = "provider"
+            ex.token_source = "provider"  # noqa: S105 - a label, not a secret
             return
         try:
             ex.prompt, ex.completion = await resp.estimate_usage(ex.body_up, ex.model_actual or "")
         except _core.LectrCoreError:
             return
         ex.cached = 0
-        ex.token_source = "estimated"
+        ex.token_source = "estimated"  # noqa: S105 - a label, not a secret

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 
 import msgspec
@@ -69,7 +70,9 @@ class RecordWriter:
             self.stats.retried += n
             self.stats.failures += 1
             self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
-            log.warning("writing %d records failed (%s); retrying in %.1fs", n, type(e).__name__, self._backoff)
+            log.warning(
+                "writing %d records failed (%s); retrying in %.1fs", n, type(e).__name__, self._backoff
+            )
             raise
         self._backoff = 0.0
         self.stats.written += n
@@ -78,10 +81,8 @@ class RecordWriter:
     async def run(self) -> None:
         """Flush every interval, or sooner when a batch fills, until cancelled."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval + self._backoff)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 while await self.flush_once() == self._batch:
@@ -89,7 +90,7 @@ class RecordWriter:
             except Exception:  # noqa: S112 - counted and logged in flush_once; retried next round
                 continue
 
-    async def drain(self, timeout: float) -> bool:
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a deadline, not a cancel scope
         """Write everything queued (used at shutdown); False if time ran out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -14,12 +14,42 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(_core, LectrCoreError, PyException, "Base class of every error raised by lectr._core.");
-create_exception!(_core, InvalidBody, LectrCoreError, "The request body is not a JSON object of the expected shape.");
-create_exception!(_core, UpstreamError, LectrCoreError, "A provider could not be reached or its response broke.");
-create_exception!(_core, UpstreamConnectError, UpstreamError, "No connection to the provider could be established.");
-create_exception!(_core, UpstreamTimeout, UpstreamError, "The provider did not answer within a timeout.");
-create_exception!(_core, UpstreamProtocolError, UpstreamError, "The provider connection broke or returned an invalid response.");
+create_exception!(
+    _core,
+    LectrCoreError,
+    PyException,
+    "Base class of every error raised by lectr._core."
+);
+create_exception!(
+    _core,
+    InvalidBody,
+    LectrCoreError,
+    "The request body is not a JSON object of the expected shape."
+);
+create_exception!(
+    _core,
+    UpstreamError,
+    LectrCoreError,
+    "A provider could not be reached or its response broke."
+);
+create_exception!(
+    _core,
+    UpstreamConnectError,
+    UpstreamError,
+    "No connection to the provider could be established."
+);
+create_exception!(
+    _core,
+    UpstreamTimeout,
+    UpstreamError,
+    "The provider did not answer within a timeout."
+);
+create_exception!(
+    _core,
+    UpstreamProtocolError,
+    UpstreamError,
+    "The provider connection broke or returned an invalid response."
+);
 
 /// What can go wrong on the upstream side, before it becomes a Python error.
 #[derive(Debug)]
@@ -80,8 +110,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LectrCoreError", py.get_type::<LectrCoreError>())?;
     m.add("InvalidBody", py.get_type::<InvalidBody>())?;
     m.add("UpstreamError", py.get_type::<UpstreamError>())?;
-    m.add("UpstreamConnectError", py.get_type::<UpstreamConnectError>())?;
+    m.add(
+        "UpstreamConnectError",
+        py.get_type::<UpstreamConnectError>(),
+    )?;
     m.add("UpstreamTimeout", py.get_type::<UpstreamTimeout>())?;
-    m.add("UpstreamProtocolError", py.get_type::<UpstreamProtocolError>())?;
+    m.add(
+        "UpstreamProtocolError",
+        py.get_type::<UpstreamProtocolError>(),
+    )?;
     Ok(())
 }

@@ -122,7 +122,12 @@ pub fn peek(body: &[u8]) -> Result<RequestInfo, String> {
 
 /// Rewrite a body: set `model` to `new_model` and/or ask the provider for
 /// streamed usage. Returns `None` when nothing needed to change.
-pub fn rewrite(body: &[u8], info: &RequestInfo, new_model: Option<&str>, inject_usage: bool) -> Option<Vec<u8>> {
+pub fn rewrite(
+    body: &[u8],
+    info: &RequestInfo,
+    new_model: Option<&str>,
+    inject_usage: bool,
+) -> Option<Vec<u8>> {
     // Edits are (span to replace, replacement), applied back to front.
     let mut edits: Vec<(Span, Vec<u8>)> = Vec::with_capacity(2);
     if let (Some(m), Some(span)) = (new_model, info.model_span) {
@@ -140,7 +145,8 @@ pub fn rewrite(body: &[u8], info: &RequestInfo, new_model: Option<&str>, inject_
             }
             Some(span) => {
                 let raw = body.get(span.0..span.1).unwrap_or_default();
-                let parsed: Result<Option<serde_json::Map<String, serde_json::Value>>, _> = serde_json::from_slice(raw);
+                let parsed: Result<Option<serde_json::Map<String, serde_json::Value>>, _> =
+                    serde_json::from_slice(raw);
                 // A non-object `stream_options` is the client's error to get
                 // back from the provider; we leave it untouched.
                 if let Ok(obj) = parsed {
@@ -200,7 +206,12 @@ impl PyRequestMeta {
     /// The body to send upstream: the original object when nothing changes,
     /// else a copy with `model` replaced and/or streamed usage requested.
     #[pyo3(signature = (model=None, inject_usage=false))]
-    fn body_for_upstream(&self, py: Python<'_>, model: Option<&str>, inject_usage: bool) -> Py<PyBytes> {
+    fn body_for_upstream(
+        &self,
+        py: Python<'_>,
+        model: Option<&str>,
+        inject_usage: bool,
+    ) -> Py<PyBytes> {
         let body = self.body.bind(py);
         match rewrite(body.as_bytes(), &self.info, model, inject_usage) {
             None => self.body.clone_ref(py),
@@ -214,7 +225,10 @@ impl PyRequestMeta {
 #[pyfunction]
 fn parse_request(body: Bound<'_, PyBytes>) -> PyResult<PyRequestMeta> {
     let info = peek(body.as_bytes()).map_err(InvalidBody::new_err)?;
-    Ok(PyRequestMeta { info, body: body.unbind() })
+    Ok(PyRequestMeta {
+        info,
+        body: body.unbind(),
+    })
 }
 
 /// Register the request functions on the module.
@@ -245,7 +259,11 @@ mod tests {
         assert!(peek(b"[1,2]").is_err());
         assert!(peek(b"{\"model\":").is_err());
         assert!(peek(br#"{"model":5}"#).unwrap_err().contains("model"));
-        assert!(peek(br#"{"model":"x","stream":"yes"}"#).unwrap_err().contains("stream"));
+        assert!(
+            peek(br#"{"model":"x","stream":"yes"}"#)
+                .unwrap_err()
+                .contains("stream")
+        );
         assert!(peek(br#"{"model":"x","model":"y"}"#).is_err());
     }
 
@@ -254,7 +272,10 @@ mod tests {
         let body = br#"{ "messages": [], "model" : "gpt-4o", "temperature": 0.5 }"#;
         let info = peek(body).unwrap();
         let out = rewrite(body, &info, Some("gpt-4o-mini"), false).unwrap();
-        assert_eq!(out, br#"{ "messages": [], "model" : "gpt-4o-mini", "temperature": 0.5 }"#);
+        assert_eq!(
+            out,
+            br#"{ "messages": [], "model" : "gpt-4o-mini", "temperature": 0.5 }"#
+        );
         assert!(rewrite(body, &info, Some("gpt-4o"), false).is_none());
     }
 
@@ -263,7 +284,10 @@ mod tests {
         let body = b"{\"model\":\"m\",\"stream\":true}\n";
         let info = peek(body).unwrap();
         let out = rewrite(body, &info, None, true).unwrap();
-        assert_eq!(out, b"{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}\n");
+        assert_eq!(
+            out,
+            b"{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}\n"
+        );
     }
 
     #[test]
@@ -271,7 +295,10 @@ mod tests {
         let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"n":1}"#;
         let info = peek(body).unwrap();
         let out = rewrite(body, &info, Some("m2"), true).unwrap();
-        assert_eq!(out, br#"{"model":"m2","stream":true,"stream_options":{"include_usage":true},"n":1}"#);
+        assert_eq!(
+            out,
+            br#"{"model":"m2","stream":true,"stream_options":{"include_usage":true},"n":1}"#
+        );
     }
 
     #[test]

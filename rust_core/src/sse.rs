@@ -180,21 +180,34 @@ mod tests {
     #[test]
     fn frames_lf_crlf_and_cr() {
         let (ev, rest) = frame(&[b"data: a\n\ndata: b\r\n\r\ndata: c\r\rdata: d"]);
-        assert_eq!(ev, vec![b"data: a\n\n".to_vec(), b"data: b\r\n\r\n".to_vec(), b"data: c\r\r".to_vec()]);
+        assert_eq!(
+            ev,
+            vec![
+                b"data: a\n\n".to_vec(),
+                b"data: b\r\n\r\n".to_vec(),
+                b"data: c\r\r".to_vec()
+            ]
+        );
         assert_eq!(rest, b"data: d");
     }
 
     #[test]
     fn crlf_split_between_cr_and_lf() {
         let (ev, rest) = frame(&[b"data: a\r\n\r", b"\ndata: b\r", b"\n\r\n"]);
-        assert_eq!(ev, vec![b"data: a\r\n\r\n".to_vec(), b"data: b\r\n\r\n".to_vec()]);
+        assert_eq!(
+            ev,
+            vec![b"data: a\r\n\r\n".to_vec(), b"data: b\r\n\r\n".to_vec()]
+        );
         assert!(rest.is_empty());
     }
 
     #[test]
     fn data_lines_multi_and_comments() {
         let raw = b": keep-alive\nevent: x\ndata: {\"a\":\ndata:1}\ndatafoo: no\ndata\n\n";
-        let lines: Vec<&[u8]> = data_lines(raw).into_iter().map(|(s, e)| &raw[s..e]).collect();
+        let lines: Vec<&[u8]> = data_lines(raw)
+            .into_iter()
+            .map(|(s, e)| &raw[s..e])
+            .collect();
         assert_eq!(lines, vec![&b"{\"a\":"[..], b"1}", b""]);
     }
 
@@ -206,15 +219,16 @@ mod tests {
             Just("data: [DONE]".to_owned()),
             Just("event: message".to_owned()),
         ];
-        let event = (prop::collection::vec((line, eol.clone()), 1..4), eol).prop_map(|(lines, end)| {
-            let mut v = Vec::new();
-            for (l, e) in lines {
-                v.extend_from_slice(l.as_bytes());
-                v.extend_from_slice(e);
-            }
-            v.extend_from_slice(end);
-            v
-        });
+        let event =
+            (prop::collection::vec((line, eol.clone()), 1..4), eol).prop_map(|(lines, end)| {
+                let mut v = Vec::new();
+                for (l, e) in lines {
+                    v.extend_from_slice(l.as_bytes());
+                    v.extend_from_slice(e);
+                }
+                v.extend_from_slice(end);
+                v
+            });
         prop::collection::vec(event, 0..8).prop_map(|evs| evs.concat())
     }
 

@@ -9,7 +9,13 @@ use tiktoken_rs::CoreBPE;
 /// The BPE table closest to what `model` uses. Models of other vendors get
 /// o200k: their tokenizers are unpublished, and the count is marked estimated.
 pub fn encoding_for(model: &str) -> &'static CoreBPE {
-    const CL100K: &[&str] = &["gpt-4-", "gpt-3.5", "text-embedding-", "davinci-002", "babbage-002"];
+    const CL100K: &[&str] = &[
+        "gpt-4-",
+        "gpt-3.5",
+        "text-embedding-",
+        "davinci-002",
+        "babbage-002",
+    ];
     if CL100K.iter().any(|p| model.starts_with(p)) || model == "gpt-4" {
         tiktoken_rs::cl100k_base_singleton()
     } else {
@@ -99,7 +105,9 @@ pub fn estimate_prompt(model: &str, body: &[u8]) -> u64 {
     for v in [&b.prompt, &b.input].into_iter().flatten() {
         match v {
             // Token-id inputs: one token per id.
-            Value::Array(items) if items.iter().all(Value::is_number) => extra += items.len() as u64,
+            Value::Array(items) if items.iter().all(Value::is_number) => {
+                extra += items.len() as u64
+            }
             Value::Array(items) => {
                 for item in items {
                     match item {
@@ -124,7 +132,9 @@ fn push_choices(choices: &Value, out: &mut String) {
             out.push_str(t);
         }
         for key in ["delta", "message"] {
-            let Some(Value::Object(m)) = c.get(key) else { continue };
+            let Some(Value::Object(m)) = c.get(key) else {
+                continue;
+            };
             for field in ["content", "refusal", "reasoning_content"] {
                 if let Some(v) = m.get(field) {
                     push_content(v, out, "");
@@ -132,7 +142,9 @@ fn push_choices(choices: &Value, out: &mut String) {
             }
             if let Some(Value::Array(calls)) = m.get("tool_calls") {
                 for call in calls {
-                    if let Some(Value::String(a)) = call.get("function").and_then(|f| f.get("arguments")) {
+                    if let Some(Value::String(a)) =
+                        call.get("function").and_then(|f| f.get("arguments"))
+                    {
                         out.push_str(a);
                     }
                 }
@@ -145,7 +157,10 @@ fn push_choices(choices: &Value, out: &mut String) {
 /// stream tap retains them).
 pub fn estimate_completion_from_choices(model: &str, retained: &[u8]) -> u64 {
     let mut text = String::new();
-    for v in serde_json::Deserializer::from_slice(retained).into_iter::<Value>().flatten() {
+    for v in serde_json::Deserializer::from_slice(retained)
+        .into_iter::<Value>()
+        .flatten()
+    {
         push_choices(&v, &mut text);
     }
     count(model, &text)
@@ -206,12 +221,16 @@ mod tests {
         let text_tokens = count("gpt-4o", "user\nhello world\n");
         assert_eq!(estimate_prompt("gpt-4o", body), text_tokens + 6);
         let emb = br#"{"model":"text-embedding-3-small","input":["a b","c"]}"#;
-        assert_eq!(estimate_prompt("text-embedding-3-small", emb), count("text-embedding-3-small", "a b\nc\n"));
+        assert_eq!(
+            estimate_prompt("text-embedding-3-small", emb),
+            count("text-embedding-3-small", "a b\nc\n")
+        );
     }
 
     #[test]
     fn completion_estimate_reads_deltas_and_messages() {
-        let retained = b"[{\"delta\":{\"content\":\"hello\"}}]\n[{\"delta\":{\"content\":\" world\"}}]\n";
+        let retained =
+            b"[{\"delta\":{\"content\":\"hello\"}}]\n[{\"delta\":{\"content\":\" world\"}}]\n";
         assert_eq!(estimate_completion_from_choices("gpt-4o", retained), 2);
         let body = br#"{"choices":[{"message":{"role":"assistant","content":"hello world"}}]}"#;
         assert_eq!(estimate_completion_from_body("gpt-4o", body), 2);

@@ -36,7 +36,10 @@ fn init_runtime() {
             .filter(|n| *n > 0)
             .unwrap_or(1);
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads).enable_all().thread_name("lectr-io");
+        builder
+            .worker_threads(threads)
+            .enable_all()
+            .thread_name("lectr-io");
         pyo3_async_runtimes::tokio::init(builder);
     });
 }
@@ -106,8 +109,9 @@ impl Upstream {
         auth_style: &str,
         strip_usage: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let style = AuthStyle::parse(auth_style)
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown auth style {auth_style:?}")))?;
+        let style = AuthStyle::parse(auth_style).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("unknown auth style {auth_style:?}"))
+        })?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| pyo3::exceptions::PyValueError::new_err("invalid HTTP method"))?;
         let mut map = reqwest::header::HeaderMap::with_capacity(headers.len() + 2);
@@ -119,7 +123,11 @@ impl Upstream {
                 map.append(n, v);
             }
         }
-        let request = self.client.request(method, url).headers(map).body(Bytes::from_owner(body));
+        let request = self
+            .client
+            .request(method, url)
+            .headers(map)
+            .body(Bytes::from_owner(body));
         let first_byte = self.first_byte_timeout;
         let idle = self.idle_timeout;
         let max_buffered = self.max_buffered_body;
@@ -130,13 +138,21 @@ impl Upstream {
                 Ok(Ok(r)) => r,
             };
             let status = resp.status().as_u16();
-            let pairs: Vec<(&str, &[u8])> = resp.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+            let pairs: Vec<(&str, &[u8])> = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                .collect();
             let headers = client_response_headers(&pairs);
             let is_sse = resp
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+                .is_some_and(|ct| {
+                    ct.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("text/event-stream")
+                });
             let mut stream: BodyStream = Box::pin(resp.bytes_stream());
             let mut body = None;
             let mut usage = None;
@@ -166,7 +182,11 @@ impl Upstream {
                 body_complete: complete,
                 state: Arc::new(Mutex::new(BodyState {
                     stream: if complete { None } else { Some(stream) },
-                    tap: if is_sse { Some(StreamTap::new(strip_usage)) } else { None },
+                    tap: if is_sse {
+                        Some(StreamTap::new(strip_usage))
+                    } else {
+                        None
+                    },
                     finished: complete,
                     closed_early: false,
                 })),
@@ -178,7 +198,10 @@ impl Upstream {
     }
 }
 
-async fn next_with_timeout(stream: &mut BodyStream, idle: Duration) -> Result<Option<Bytes>, UpstreamFailure> {
+async fn next_with_timeout(
+    stream: &mut BodyStream,
+    idle: Duration,
+) -> Result<Option<Bytes>, UpstreamFailure> {
     match tokio::time::timeout(idle, stream.next()).await {
         Err(_) => Err(UpstreamFailure::Timeout("idle")),
         Ok(None) => Ok(None),
@@ -189,7 +212,9 @@ async fn next_with_timeout(stream: &mut BodyStream, idle: Duration) -> Result<Op
 
 fn describe_body_error(e: &reqwest::Error) -> String {
     match UpstreamFailure::from_reqwest(e) {
-        UpstreamFailure::Connect(m) | UpstreamFailure::Protocol(m) => format!("response body broke: {m}"),
+        UpstreamFailure::Connect(m) | UpstreamFailure::Protocol(m) => {
+            format!("response body broke: {m}")
+        }
         UpstreamFailure::Timeout(w) => format!("response body timed out ({w})"),
     }
 }
@@ -290,7 +315,11 @@ impl UpstreamResponse {
                     st.finished = true;
                     let rest = st.tap.as_mut().map(StreamTap::finish).unwrap_or_default();
                     publish_usage(&st, &usage_slot);
-                    return Ok(if rest.is_empty() { None } else { Some(Chunk(Bytes::from(rest))) });
+                    return Ok(if rest.is_empty() {
+                        None
+                    } else {
+                        Some(Chunk(Bytes::from(rest)))
+                    });
                 };
                 let Some(tap) = st.tap.as_mut() else {
                     return Ok(Some(Chunk(chunk)));
@@ -322,18 +351,30 @@ impl UpstreamResponse {
     /// Whether `close` ended the body before the provider finished it.
     #[getter]
     fn closed_early(&self) -> bool {
-        self.state.try_lock().map(|s| s.closed_early).unwrap_or(false)
+        self.state
+            .try_lock()
+            .map(|s| s.closed_early)
+            .unwrap_or(false)
     }
 
     /// Whether an SSE stream ended with `data: [DONE]`.
     #[getter]
     fn saw_done(&self) -> bool {
-        self.state.try_lock().ok().and_then(|s| s.tap.as_ref().map(|t| t.saw_done)).unwrap_or(false)
+        self.state
+            .try_lock()
+            .ok()
+            .and_then(|s| s.tap.as_ref().map(|t| t.saw_done))
+            .unwrap_or(false)
     }
 
     /// Awaitable of estimated `(prompt, completion)` tokens, counted off the
     /// event loop from the request body and what the provider sent so far.
-    fn estimate_usage<'py>(&self, py: Python<'py>, request_body: PyBackedBytes, model: String) -> PyResult<Bound<'py, PyAny>> {
+    fn estimate_usage<'py>(
+        &self,
+        py: Python<'py>,
+        request_body: PyBackedBytes,
+        model: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let state = Arc::clone(&self.state);
         let body = self.body.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {

@@ -35,7 +35,9 @@ pub struct PromptDetails {
 impl Usage {
     /// Cached prompt tokens, 0 when not reported.
     pub fn cached(&self) -> u64 {
-        self.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0)
+        self.prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
     }
 }
 
@@ -109,7 +111,9 @@ fn member_range(data: &[u8], value: (usize, usize), key: &[u8]) -> Option<(usize
 
 fn is_empty_array(raw: &RawValue) -> bool {
     let t = raw.get().trim();
-    t.starts_with('[') && t.ends_with(']') && t.get(1..t.len() - 1).is_some_and(|s| s.trim().is_empty())
+    t.starts_with('[')
+        && t.ends_with(']')
+        && t.get(1..t.len() - 1).is_some_and(|s| s.trim().is_empty())
 }
 
 /// Cap on the `choices` text kept for token estimation of one stream.
@@ -138,14 +142,22 @@ pub struct StreamTap {
 impl StreamTap {
     /// A tap; with `strip`, usage artefacts are removed from what is forwarded.
     pub fn new(strip: bool) -> Self {
-        StreamTap { strip, last_kept: true, ..Default::default() }
+        StreamTap {
+            strip,
+            last_kept: true,
+            ..Default::default()
+        }
     }
 
     /// Feed a chunk. Returns `None` when the chunk goes to the client as is,
     /// else the bytes to send instead (possibly empty, when an event is
     /// incomplete or was dropped).
     pub fn feed(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
-        let mut out = if self.strip { Some(Vec::with_capacity(chunk.len())) } else { None };
+        let mut out = if self.strip {
+            Some(Vec::with_capacity(chunk.len()))
+        } else {
+            None
+        };
         let mut framer = std::mem::take(&mut self.framer);
         framer.feed(chunk, |seg| match seg {
             Segment::TrailingLf => {
@@ -263,7 +275,8 @@ mod tests {
 data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}],\"usage\":null}\n\n\
 data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n\
 data: [DONE]\n\n";
-    const WITHOUT_USAGE: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+    const WITHOUT_USAGE: &[u8] =
+        b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
 data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}]}\n\n\
 data: [DONE]\n\n";
 
@@ -282,9 +295,15 @@ data: [DONE]\n\n";
     #[test]
     fn body_usage_reads_openai_and_anthropic_names() {
         let u = body_usage(br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":1}}}"#).unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached()), (Some(3), Some(5), 1));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached()),
+            (Some(3), Some(5), 1)
+        );
         let u = body_usage(br#"{"usage":{"input_tokens":7,"output_tokens":2}}"#).unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached()), (Some(7), Some(2), 0));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached()),
+            (Some(7), Some(2), 0)
+        );
         assert!(body_usage(b"not json").is_none());
         assert!(body_usage(br#"{"data":[]}"#).is_none());
     }
@@ -295,7 +314,10 @@ data: [DONE]\n\n";
         let out = run(&mut tap, &[WITH_USAGE]);
         assert_eq!(out, WITHOUT_USAGE);
         let u = tap.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached()), (Some(9), Some(2), 4));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached()),
+            (Some(9), Some(2), 4)
+        );
         assert!(tap.saw_done);
     }
 
@@ -312,7 +334,10 @@ data: [DONE]\n\n";
         let src = b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1},\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
         let mut tap = StreamTap::new(true);
         let out = run(&mut tap, &[src]);
-        assert_eq!(out, b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
+        assert_eq!(
+            out,
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"
+        );
     }
 
     #[test]

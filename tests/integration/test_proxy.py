@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from lectr import _core
+
 from tests.harness import Gateway, Mock
 
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
@@ -27,7 +27,9 @@ def headers(key: str, **extra: str) -> dict[str, str]:
     return {"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", **extra}
 
 
-def post(gw: Gateway, key: str | None, body: Any, path: str = "/v1/chat/completions", **h: str) -> httpx.Response:
+def post(
+    gw: Gateway, key: str | None, body: Any, path: str = "/v1/chat/completions", **h: str
+) -> httpx.Response:
     hdrs = headers(key, **h) if key else {"Authorization": f"Bearer {PROVIDER_KEY}", **h}
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(gw.url + path, content=data, headers=hdrs, timeout=30)
@@ -57,7 +59,10 @@ def test_non_stream_equals_direct_byte_for_byte(gateway: Gateway, mock: Mock, ke
 
 
 def test_request_body_reaches_provider_unchanged(gateway: Gateway, mock: Mock, key: str) -> None:
-    raw = b'{ "model":"gpt-4o-mini",  "messages":[{"role":"user","content":"spaces \\u00e9 kept"}],"temperature":0.25}'
+    raw = (
+        b'{ "model":"gpt-4o-mini",  "messages":[{"role":"user",'
+        b'"content":"spaces \\u00e9 kept"}],"temperature":0.25}'
+    )
     assert post(gateway, key, raw).status_code == 200
     assert last_request(mock)["body"].encode() == raw
 
@@ -65,8 +70,12 @@ def test_request_body_reaches_provider_unchanged(gateway: Gateway, mock: Mock, k
 def test_stream_without_usage_request_is_identical_to_direct(gateway: Gateway, mock: Mock, key: str) -> None:
     body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"stream":true}'
     feature = tag()
-    with httpx.stream("POST", gateway.url + "/v1/chat/completions", content=body,
-                      headers=headers(key, **{"X-Lectr-Feature": feature})) as r:
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        content=body,
+        headers=headers(key, **{"X-Lectr-Feature": feature}),
+    ) as r:
         via = r.read()
     # The gateway asked the provider for usage on the client's behalf...
     injected = body[:-1] + b',"stream_options":{"include_usage":true}}'
@@ -84,8 +93,12 @@ def test_stream_without_usage_request_is_identical_to_direct(gateway: Gateway, m
 def test_stream_with_client_usage_is_identical_to_direct(gateway: Gateway, mock: Mock, key: str) -> None:
     body = json.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": True}}).encode()
     feature = tag()
-    with httpx.stream("POST", gateway.url + "/v1/chat/completions", content=body,
-                      headers=headers(key, **{"X-Lectr-Feature": feature})) as r:
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        content=body,
+        headers=headers(key, **{"X-Lectr-Feature": feature}),
+    ) as r:
         via = r.read()
     assert last_request(mock)["body"].encode() == body
     direct = httpx.post(f"{mock.url}/v1/chat/completions", content=body).content
@@ -100,22 +113,27 @@ def test_usage_injection_is_what_the_provider_sees(gateway: Gateway, mock: Mock,
     body = b'{"model":"gpt-4o-mini","stream":true,"messages":[]}'
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", content=body, headers=headers(key)) as r:
         r.read()
-    assert last_request(mock)["body"] == '{"model":"gpt-4o-mini","stream":true,"messages":[],' \
+    assert (
+        last_request(mock)["body"] == '{"model":"gpt-4o-mini","stream":true,"messages":[],'
         '"stream_options":{"include_usage":true}}'
+    )
 
 
 def test_openai_sdk_non_stream_and_stream(gateway: Gateway, key: str) -> None:
     feature = tag()
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=PROVIDER_KEY,
-                           default_headers={"X-Lectr-Key": key, "X-Lectr-Feature": feature,
-                                            "X-Lectr-Task": "classification"})
+    client = openai.OpenAI(
+        base_url=gateway.url + "/v1",
+        api_key=PROVIDER_KEY,
+        default_headers={"X-Lectr-Key": key, "X-Lectr-Feature": feature, "X-Lectr-Task": "classification"},
+    )
     r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].message.content == "Hello from the mock provider"
     assert r.usage is not None and r.usage.completion_tokens == 5
     text = "".join(
         c.choices[0].delta.content or ""
         for c in client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         if c.choices
     )
     assert text == "Hello from the mock provider"
@@ -124,13 +142,18 @@ def test_openai_sdk_non_stream_and_stream(gateway: Gateway, key: str) -> None:
     assert all(r["task"] == "classification" and r["token_source"] == "provider" for r in recs)
     # gpt-4o-mini: $0.15 / 1M input, $0.60 / 1M output.
     for r in recs:
-        assert r["cost_usd"] == pytest.approx((r["prompt_tokens"] * 0.15 + r["completion_tokens"] * 0.60) / 1e6)
+        assert r["cost_usd"] == pytest.approx(
+            (r["prompt_tokens"] * 0.15 + r["completion_tokens"] * 0.60) / 1e6
+        )
 
 
 def test_embeddings_models_and_legacy_completions(gateway: Gateway, key: str) -> None:
     feature = tag()
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=PROVIDER_KEY,
-                           default_headers={"X-Lectr-Key": key, "X-Lectr-Feature": feature})
+    client = openai.OpenAI(
+        base_url=gateway.url + "/v1",
+        api_key=PROVIDER_KEY,
+        default_headers={"X-Lectr-Key": key, "X-Lectr-Feature": feature},
+    )
     emb = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
     assert len(emb.data) == 2
     assert [m.id for m in client.models.list()] == ["gpt-4o-mini"]
@@ -138,7 +161,9 @@ def test_embeddings_models_and_legacy_completions(gateway: Gateway, key: str) ->
     assert comp.choices[0].text == "Hello from the mock provider"
     recs = {r["endpoint"]: r for r in gateway.records(expect=3, feature=feature)}
     assert recs["/v1/embeddings"]["completion_tokens"] == 0
-    assert recs["/v1/embeddings"]["cost_usd"] == pytest.approx(recs["/v1/embeddings"]["prompt_tokens"] * 0.02 / 1e6)
+    assert recs["/v1/embeddings"]["cost_usd"] == pytest.approx(
+        recs["/v1/embeddings"]["prompt_tokens"] * 0.02 / 1e6
+    )
     assert recs["/v1/models"]["model_requested"] is None
     assert recs["/v1/completions"]["completion_tokens"] == 5
 
@@ -178,7 +203,7 @@ def test_feature_and_task_tags(gateway: Gateway, key: str) -> None:
     long150, long300 = "f" * 150, "g" * 300
     post(gateway, key, CHAT, **{"X-Lectr-Feature": long150, "X-Lectr-Task": "not-a-task"})
     post(gateway, key, CHAT, **{"X-Lectr-Feature": long300})
-    post(gateway, key, CHAT, **{"X-Lectr-Feature": "Odd, Value; \"quoted\""})
+    post(gateway, key, CHAT, **{"X-Lectr-Feature": 'Odd, Value; "quoted"'})
     (a,) = gateway.records(feature=long150)
     assert a["task"] == "not-a-task"
     assert gateway.records(feature="g" * 256)
@@ -200,9 +225,16 @@ def test_feature_and_task_tags(gateway: Gateway, key: str) -> None:
         ("gpt-4o", "Anthropic", "anthropic", "/anthropic/v1/chat/completions", 0),
     ],
 )
-def test_provider_detection_and_override(gateway: Gateway, mock: Mock, key: str, model: str,
-                                         provider_header: str | None, provider: str, path: str,
-                                         unknown: int) -> None:
+def test_provider_detection_and_override(
+    gateway: Gateway,
+    mock: Mock,
+    key: str,
+    model: str,
+    provider_header: str | None,
+    provider: str,
+    path: str,
+    unknown: int,
+) -> None:
     feature = tag()
     extra = {"X-Lectr-Feature": feature}
     if provider_header:
@@ -276,13 +308,17 @@ def test_provider_errors_pass_through(gateway: Gateway, mock: Mock, key: str) ->
     feature = tag()
     for status in (429, 500):
         r = post(gateway, key, CHAT, **{"x-mock-status": str(status), "X-Lectr-Feature": feature})
-        direct = httpx.post(f"{mock.url}/v1/chat/completions", json=CHAT, headers={"x-mock-status": str(status)})
+        direct = httpx.post(
+            f"{mock.url}/v1/chat/completions", json=CHAT, headers={"x-mock-status": str(status)}
+        )
         assert r.status_code == status
         assert r.content == direct.content
         assert r.headers["x-mock-error"] == "1"
     recs = gateway.records(expect=2, feature=feature)
     assert [(r["status_code"], r["error_category"], r["error_source"]) for r in recs] == [
-        (429, "rate_limited", "provider"), (500, "server_error", "provider")]
+        (429, "rate_limited", "provider"),
+        (500, "server_error", "provider"),
+    ]
     assert all(r["cost_usd"] is None and r["prompt_tokens"] is None for r in recs)
 
 
@@ -296,8 +332,12 @@ def test_unknown_model_is_unpriced_not_free(gateway: Gateway, key: str) -> None:
 def test_estimated_tokens_when_provider_reports_none(gateway: Gateway, key: str) -> None:
     feature = tag()
     body = {**CHAT, "stream": True}
-    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body,
-                      headers=headers(key, **{"X-Lectr-Feature": feature, "x-mock-no-usage": "1"})) as r:
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers=headers(key, **{"X-Lectr-Feature": feature, "x-mock-no-usage": "1"}),
+    ) as r:
         r.read()
     post(gateway, key, CHAT, **{"X-Lectr-Feature": feature, "x-mock-no-usage": "1"})
     recs = gateway.records(expect=2, feature=feature)

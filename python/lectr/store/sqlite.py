@@ -139,7 +139,9 @@ class SQLiteStore:
             try:
                 version = c.execute("SELECT version FROM control_version").fetchone()[0]
                 orgs = [_org(r) for r in c.execute(f"SELECT {_ORG_COLS} FROM orgs")]
-                keys = [_key(r) for r in c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")]
+                keys = [
+                    _key(r) for r in c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")
+                ]
             finally:
                 c.execute("COMMIT")
             return ControlData(version=version, orgs=orgs, keys=keys)
@@ -168,7 +170,8 @@ class SQLiteStore:
         def _create(c: sqlite3.Connection) -> OrgEntry:
             try:
                 c.execute(
-                    "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)", (org.id, org.name, org.created_at)
+                    "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)",
+                    (org.id, org.name, org.created_at),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"an org named {name!r} already exists") from None
@@ -187,7 +190,9 @@ class SQLiteStore:
         return _org(row)
 
     async def list_orgs(self) -> list[OrgEntry]:
-        rows = await self._run(lambda c: c.execute(f"SELECT {_ORG_COLS} FROM orgs ORDER BY created_at").fetchall())
+        rows = await self._run(
+            lambda c: c.execute(f"SELECT {_ORG_COLS} FROM orgs ORDER BY created_at").fetchall()
+        )
         return [_org(r) for r in rows]
 
     async def set_org_disabled(self, org_id: str, disabled: bool) -> None:
@@ -213,7 +218,10 @@ class SQLiteStore:
             for _ in range(5):
                 key, prefix, digest = new_key()
                 entry = KeyEntry(
-                    id="key_" + uuid.uuid4().hex[:16], org_id=org_id, prefix=prefix, key_hash=digest,
+                    id="key_" + uuid.uuid4().hex[:16],
+                    org_id=org_id,
+                    prefix=prefix,
+                    key_hash=digest,
                     created_at=time.time(),
                 )
                 try:

@@ -1,0 +1,148 @@
+"""Pure decisions: config precedence and masking, provider detection, pricing,
+the core's request parsing and the error shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from lectr import _core, errors, providers
+from lectr.config import ConfigError, load, masked
+from lectr.pricing import PriceTable
+from lectr.types import OrgEntry
+
+
+def test_config_precedence_defaults_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in [k for k in __import__("os").environ if k.startswith("LECTR_")]:
+        monkeypatch.delenv(k)
+    assert load().port == 8080
+    cfg = tmp_path / "lectr.toml"
+    cfg.write_text('port = 9001\nhost = "0.0.0.0"\nworkers = 2\n')
+    s = load(str(cfg))
+    assert (s.port, s.host, s.workers) == (9001, "0.0.0.0", 2)
+    monkeypatch.setenv("LECTR_PORT", "9002")
+    assert load(str(cfg)).port == 9002
+    assert load(str(cfg), {"port": 9003}).port == 9003
+    monkeypatch.setenv("LECTR_CONFIG", str(cfg))
+    assert load().host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LECTR_PORT": "0"}, "port"),
+        ({"LECTR_PORT": "eighty"}, "port"),
+        ({"LECTR_OPENAI_BASE_URL": "ftp://x"}, "openai_base_url"),
+        ({"LECTR_DATABASE_URL": "mysql://x"}, "database_url"),
+    ],
+)
+def test_config_errors_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match=message):
+        load()
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LECTR_ADMIN_TOKEN", "admin-s3cret")
+    monkeypatch.setenv("LECTR_REDIS_URL", "redis://user:redis-s3cret@localhost:6379/0")
+    s = load()
+    for text in (repr(s), str(s), json.dumps(masked(s))):
+        assert "admin-s3cret" not in text and "redis-s3cret" not in text
+    assert masked(s)["redis_url"] == "redis://user:***@localhost:6379/0"
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load(str(cfg))
+
+
+@pytest.mark.parametrize(
+    ("model", "override", "name", "unknown"),
+    [
+        ("gpt-4o", None, "openai", False),
+        ("o3-mini", None, "openai", False),
+        ("text-embedding-3-small", None, "openai", False),
+        ("claude-sonnet-4-5", None, "anthropic", False),
+        ("gemma2-9b-it", None, "groq", False),
+        ("qwen-qwq-32b", None, "groq", False),
+        ("deepseek-r1-distill-llama-70b", None, "groq", False),
+        ("gemini-2.5-pro", None, "gemini", False),
+        ("mistral-large", None, "openai", True),
+        (None, None, "openai", True),
+        ("mistral-large", " GROQ ", "groq", False),
+    ],
+)
+def test_detection_table(model: str | None, override: str | None, name: str, unknown: bool) -> None:
+    p, u = providers.detect(model, override)
+    assert (p.name, u) == (name, unknown)
+
+
+def test_azure_url() -> None:
+    from lectr.config import Settings
+
+    org = OrgEntry(
+        id="o", name="o", azure_endpoint="https://res.openai.azure.com/", azure_api_version="2024-10-21"
+    )
+    url = providers.upstream_url(
+        providers.REGISTRY["azure"], "/chat/completions", "my deploy", Settings(), org
+    )
+    assert (
+        url
+        == "https://res.openai.azure.com/openai/deployments/my%20deploy/chat/completions?api-version=2024-10-21"
+    )
+    with pytest.raises(errors.AzureConfigMissing):
+        providers.upstream_url(
+            providers.REGISTRY["azure"], "/chat/completions", "m", Settings(), OrgEntry("o", "o")
+        )
+
+
+def test_pricing_arithmetic_and_unknown_models(tmp_path: Path) -> None:
+    t = PriceTable.load()
+    # gpt-4o: 2.50 input, 1.25 cached input, 10.00 output per 1M tokens.
+    assert t.cost("gpt-4o", 1000, 500, 200) == pytest.approx((800 * 2.5 + 200 * 1.25 + 500 * 10) / 1e6)
+    assert t.cost("gpt-4o-2024-08-06", 1000, 0, 0) == pytest.approx(1000 * 2.5 / 1e6)
+    assert t.cost("claude-3-5-haiku-20241022", 1_000_000, 0, 0) == pytest.approx(0.80)
+    # gpt-4 has no cached price: cached tokens bill at the input price.
+    assert t.cost("gpt-4", 100, 0, 50) == pytest.approx(100 * 30 / 1e6)
+    assert t.cost("no-such-model", 1000, 10, 0) is None
+    assert t.cost("gpt-4o", None, None, None) is None
+    override = tmp_path / "p.json"
+    override.write_text(json.dumps({"models": {"my-model": {"input": 1.0, "output": 2.0}}}))
+    assert PriceTable.load(str(override)).cost("my-model", 1_000_000, 1_000_000, 0) == pytest.approx(3.0)
+
+
+def test_core_parse_and_rewrite() -> None:
+    body = b'{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"\\"model\\":\\"x\\""}]}'
+    m = _core.parse_request(body)
+    assert (m.model, m.stream, m.include_usage) == ("gpt-4o", True, False)
+    assert m.body_for_upstream() is body
+    out = m.body_for_upstream("gpt-4o-mini", inject_usage=True)
+    assert json.loads(out) == {
+        **json.loads(body),
+        "model": "gpt-4o-mini",
+        "stream_options": {"include_usage": True},
+    }
+    with pytest.raises(_core.InvalidBody, match="JSON"):
+        _core.parse_request(b"{nope")
+
+
+def test_error_shape() -> None:
+    e = errors.InvalidProvider("bad")
+    assert msgspec.json.decode(e.body()) == {
+        "error": {
+            "message": "bad",
+            "type": "invalid_request_error",
+            "code": "invalid_provider",
+            "param": None,
+        }
+    }
+    assert (e.status, e.source) == (400, "proxy")
+    assert isinstance(errors.from_core(_core.UpstreamTimeout("first_byte"), "openai"), errors.ProviderTimeout)
+    assert isinstance(errors.from_core(_core.UpstreamConnectError("x"), "openai"), errors.ProviderUnreachable)
