@@ -103,3 +103,17 @@ def test_client_disconnect_cancels_upstream_and_records_client_closed(
     assert rec["token_source"] == "estimated"
     assert rec["completion_tokens"] >= 1
     assert rec["latency_ms"] < 5000
+
+
+def test_sigterm_flushes_queued_records(tmp_root: Path, mock: Mock) -> None:
+    # A long flush interval keeps records queued until shutdown drains them.
+    with running(tmp_root, mock, LECTR_WRITER_FLUSH_INTERVAL="60") as gw:
+        key = gw.create_org("o")
+        gw.start()
+        served = sum(post(gw, key, CHAT, **{"X-Lectr-Feature": "drain"}).status_code == 200 for _ in range(40))
+        assert served == 40
+        assert httpx.get(gw.url + "/readyz").json()["writer"]["depth"] == 40
+        assert gw.proc is not None
+        gw.proc.terminate()
+        assert gw.proc.wait(timeout=30) == 0
+        assert len(gw.records(expect=40, timeout=1, feature="drain")) == 40
