@@ -37,12 +37,19 @@ def _ms(v: str) -> float:
 def wrk(url: str, conns: int, seconds: int, script: Path, key: str) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, env={**os.environ, "LECTR_KEY": key}, check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LECTR_KEY": key},
+        check=True,
     ).stdout
     lat = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, **{f"p{k}": _ms(v) for k, v in lat.items()}, "errors": float(non2xx.group(1) if non2xx else 0)}
+    return {
+        "rps": rps,
+        **{f"p{k}": _ms(v) for k, v in lat.items()},
+        "errors": float(non2xx.group(1) if non2xx else 0),
+    }
 
 
 def main() -> None:
@@ -71,8 +78,10 @@ def main() -> None:
     for conns, d, g in rows:
         for name, r in (("direct", d), ("lectr", g)):
             added = r["p50"] - d["p50"] if name == "lectr" else 0.0
-            print(f"| {conns} | {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} "
-                  f"| {added:.3f} | {r['errors']:.0f} |")
+            print(
+                f"| {conns} | {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} "
+                f"| {added:.3f} | {r['errors']:.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from lectr import _core
 from lectr.config import Settings, load
 from lectr.control import ControlPlane
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
+from lectr.metrics import Metrics
 from lectr.pricing import PriceTable
 from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
 from lectr.store import open_store
@@ -63,12 +64,14 @@ class App:
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
         )
+        self.metrics = Metrics(lambda: self.writer.depth)
         self.proxy = Proxy(
             self.settings,
             self.control,
             self.writer,
             self.upstream,
             PriceTable.load(self.settings.prices_file),
+            self.metrics,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -111,6 +114,10 @@ class App:
             return None
         if path == "/readyz":
             return await self._ready(proto)
+        if path == "/metrics":
+            body, content_type = self.metrics.render()
+            proto.response_bytes(200, [("content-type", content_type)], body)
+            return None
         return self._error(proto, NotFound(f"no route for {scope.method} {path}"))
 
     @staticmethod

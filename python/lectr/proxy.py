@@ -33,6 +33,7 @@ from lectr import _core, auth, errors, providers
 from lectr.config import Settings
 from lectr.control import ControlPlane
 from lectr.errors import InvalidRequest, LectrError, RequestTooLarge
+from lectr.metrics import Metrics
 from lectr.pricing import PriceTable
 from lectr.types import Record
 from lectr.writer import RecordWriter
@@ -89,6 +90,8 @@ class Exchange:
         "ts",
         "ttfb",
         "upstream",
+        "upstream_ms",
+        "upstream_start",
     )
 
     def __init__(self, org_id: str, endpoint: str, feature: str, task: str | None) -> None:
@@ -108,6 +111,8 @@ class Exchange:
         self.streaming = False
         self.ttfb: float | None = None
         self.upstream: _core.UpstreamResponse | None = None
+        self.upstream_start = 0.0
+        self.upstream_ms: float | None = None
         self.body_up = b""
         self.prompt: int | None = None
         self.completion: int | None = None
@@ -118,6 +123,11 @@ class Exchange:
         self.status = e.status
         self.error_category = e.category
         self.error_source = e.source
+
+    def upstream_done(self) -> None:
+        """The provider's part is over (body complete, stream ended or failed)."""
+        if self.upstream_start and self.upstream_ms is None:
+            self.upstream_ms = (time.perf_counter() - self.upstream_start) * 1000.0
 
     def mark_first_byte(self) -> None:
         if self.ttfb is None:
@@ -141,8 +151,10 @@ class Proxy:
         writer: RecordWriter,
         upstream: _core.Upstream,
         prices: PriceTable,
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._control = control
         self._writer = writer
         self._upstream = upstream
@@ -156,8 +168,10 @@ class Proxy:
             org = auth.resolve(self._control.snapshot, headers.get("x-lectr-key"))
         except LectrError as e:
             # No org, nothing to record against; the provider is never called.
+            self._metrics.auth_rejected(e.code)
             proto.response_bytes(e.status, JSON_HEADERS, e.body())
             return
+        self._metrics.inflight(1)
         ex = Exchange(
             org.id,
             scope.path,
@@ -174,7 +188,10 @@ class Proxy:
             internal = LectrError("the gateway failed to process this request")
             ex.fail(internal)
             proto.response_bytes(internal.status, JSON_HEADERS, internal.body())
+        finally:
+            ex.upstream_done()
         await self._finish(ex)
+        self._metrics.inflight(-1)
 
     async def _read_body(self, scope: Any, proto: Any) -> bytes:
         declared = scope.headers.get("content-length")
@@ -209,6 +226,7 @@ class Proxy:
         ex.body_up = (
             meta.body_for_upstream(ex.model_actual, inject_usage=inject) if meta is not None else body
         )
+        ex.upstream_start = time.perf_counter()
         try:
             resp = await self._upstream.send(
                 endpoint.method, url, headers.items(), ex.body_up, provider.auth_style, inject
@@ -220,6 +238,7 @@ class Proxy:
         if resp.status >= 400:
             ex.error_category, ex.error_source = provider_category(resp.status), "provider"
         if resp.body_complete:
+            ex.upstream_done()
             ex.mark_first_byte()
             proto.response_bytes(resp.status, resp.headers, resp.body)
             return
@@ -231,6 +250,7 @@ class Proxy:
         watcher = asyncio.ensure_future(proto.client_disconnect())
         watcher.add_done_callback(lambda _: resp.close())
         client_gone = False
+        self._metrics.stream_started()
         try:
             prefix = resp.body
             if prefix:
@@ -250,6 +270,8 @@ class Proxy:
             log.debug("client write failed: %s", type(e).__name__)
         finally:
             watcher.cancel()
+            ex.upstream_done()
+            self._metrics.stream_ended()
         if client_gone or resp.closed_early:
             ex.status = 499
             ex.error_category, ex.error_source = "client_closed", "client"
@@ -259,31 +281,31 @@ class Proxy:
         if resp is not None and (ex.status < 400 or ex.error_category == "client_closed"):
             await self._count_tokens(ex)
         cost = self._prices.cost(ex.model_actual, ex.prompt, ex.completion, ex.cached)
-        self._writer.submit(
-            Record(
-                id=uuid.uuid4().hex,
-                ts=ex.ts,
-                org_id=ex.org_id,
-                endpoint=ex.endpoint,
-                provider=ex.provider,
-                provider_unknown=ex.provider_unknown,
-                model_requested=ex.model_requested,
-                model_actual=ex.model_actual,
-                status_code=ex.status,
-                error_category=ex.error_category,
-                error_source=ex.error_source,
-                streaming=ex.streaming,
-                latency_ms=(time.perf_counter() - ex.start) * 1000.0,
-                ttfb_ms=ex.ttfb,
-                prompt_tokens=ex.prompt,
-                completion_tokens=ex.completion,
-                cached_tokens=ex.cached,
-                token_source=ex.token_source,
-                cost_usd=cost,
-                feature=ex.feature,
-                task=ex.task,
-            )
+        record = Record(
+            id=uuid.uuid4().hex,
+            ts=ex.ts,
+            org_id=ex.org_id,
+            endpoint=ex.endpoint,
+            provider=ex.provider,
+            provider_unknown=ex.provider_unknown,
+            model_requested=ex.model_requested,
+            model_actual=ex.model_actual,
+            status_code=ex.status,
+            error_category=ex.error_category,
+            error_source=ex.error_source,
+            streaming=ex.streaming,
+            latency_ms=(time.perf_counter() - ex.start) * 1000.0,
+            ttfb_ms=ex.ttfb,
+            prompt_tokens=ex.prompt,
+            completion_tokens=ex.completion,
+            cached_tokens=ex.cached,
+            token_source=ex.token_source,
+            cost_usd=cost,
+            feature=ex.feature,
+            task=ex.task,
         )
+        self._writer.submit(record)
+        self._metrics.observe(record, ex.upstream_ms)
 
     async def _count_tokens(self, ex: Exchange) -> None:
         resp = ex.upstream

@@ -110,7 +110,9 @@ def test_sigterm_flushes_queued_records(tmp_root: Path, mock: Mock) -> None:
     with running(tmp_root, mock, LECTR_WRITER_FLUSH_INTERVAL="60") as gw:
         key = gw.create_org("o")
         gw.start()
-        served = sum(post(gw, key, CHAT, **{"X-Lectr-Feature": "drain"}).status_code == 200 for _ in range(40))
+        served = sum(
+            post(gw, key, CHAT, **{"X-Lectr-Feature": "drain"}).status_code == 200 for _ in range(40)
+        )
         assert served == 40
         assert httpx.get(gw.url + "/readyz").json()["writer"]["depth"] == 40
         assert gw.proc is not None
