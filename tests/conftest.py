@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Gateway, Mock
+from tests.pg import Postgres
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,10 @@ def gateway(tmp_root: Path, mock: Mock) -> Iterator[Gateway]:
 @pytest.fixture
 def key(gateway: Gateway) -> str:
     return gateway.key  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    pg = Postgres()
+    yield pg
+    pg.destroy()

@@ -64,3 +64,18 @@ class ControlData(msgspec.Struct, frozen=True):
     version: int
     orgs: list[OrgEntry]
     keys: list[KeyEntry]
+
+
+class LogFilter(msgspec.Struct, kw_only=True, frozen=True):
+    """Request-log filters; unset fields match everything. Times are Unix
+    seconds; `status` is a class (`2xx`, `4xx`, `5xx`, `499`) or `error`."""
+
+    org_id: str
+    since: float | None = None
+    until: float | None = None
+    feature: str | None = None
+    task: str | None = None
+    model: str | None = None  # matches requested or actual
+    provider: str | None = None
+    status: str | None = None
+    rule: str | None = None

@@ -3,12 +3,15 @@ choosing the backend from one setting (`database_url`)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
-from typing import Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 from lectr.config import Settings
-from lectr.types import ControlData, KeyEntry, OrgEntry, Record
+from lectr.types import ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
 KEY_PREFIX = "lc_key_"
 
@@ -40,6 +43,53 @@ def hash_key(key: str) -> bytes:
     """The stored form of a key. Keys are 256-bit random, so a plain SHA-256
     (no salt, no stretching) cannot be brute-forced."""
     return hashlib.sha256(key.encode()).digest()
+
+
+def encode_cursor(ts: float, record_id: str) -> str:
+    """An opaque pagination cursor for the row (ts, id)."""
+    return base64.urlsafe_b64encode(f"{ts!r}|{record_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The (ts, id) inside a cursor; ValueError if it was not made by us."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, record_id = raw.split("|", 1)
+        return float(ts), record_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("invalid cursor") from None
+
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "499", "error")
+
+
+def filter_sql(f: LogFilter, param: str) -> tuple[str, list[Any]]:
+    """WHERE clause and parameters of a log filter; `param` is the driver's
+    placeholder (`?` or `%s`). Times are compared as Unix seconds through
+    `ts_expr` by the caller."""
+    where = ["org_id = " + param]
+    args: list[Any] = [f.org_id]
+    for column, value in (
+        ("feature", f.feature),
+        ("task", f.task),
+        ("provider", f.provider),
+        ("rule_id", f.rule),
+    ):
+        if value is not None:
+            where.append(f"{column} = {param}")
+            args.append(value)
+    if f.model is not None:
+        where.append(f"(model_requested = {param} OR model_actual = {param})")
+        args += [f.model, f.model]
+    if f.status is not None:
+        if f.status == "error":
+            where.append("(status_code >= 400 OR error_category IS NOT NULL)")
+        elif f.status == "499":
+            where.append("status_code = 499")
+        else:
+            low = int(f.status[0]) * 100
+            where.append(f"status_code >= {low} AND status_code < {low + 100} AND status_code <> 499")
+    return " AND ".join(where), args
 
 
 class Store(Protocol):
@@ -84,12 +134,32 @@ class Store(Protocol):
 
     async def count_records(self, org_id: str | None = None) -> int: ...
 
+    async def query_requests(
+        self, f: LogFilter, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[Record], str | None]:
+        """One page of the request log, newest first, and the next cursor."""
+        ...
+
+    def export_requests(self, f: LogFilter) -> AsyncIterator[list[Record]]:
+        """Every matching record, newest first, in bounded batches."""
+        ...
+
+    async def apply_retention(self, days: int) -> int:
+        """Delete records older than `days`; return how many (or partitions) went."""
+        ...
+
+    async def maintain(self) -> None:
+        """Periodic housekeeping (PostgreSQL: create partitions ahead)."""
+        ...
+
 
 def open_store(settings: Settings) -> Store:
     """The store the settings ask for: PostgreSQL when `database_url` is set,
     else the embedded SQLite file under `data_dir`."""
     if settings.database_url:
-        raise StoreError("PostgreSQL storage is not available in this build yet; unset LECTR_DATABASE_URL")
+        from lectr.store.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url)
     from lectr.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path)
