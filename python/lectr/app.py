@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -58,13 +59,19 @@ class App:
             self.settings.writer_queue_size,
             self.settings.writer_batch_size,
             self.settings.writer_flush_interval,
+            Path(self.settings.data_dir) / "spill",
+            self.settings.writer_spill_after_failures,
         )
         self.upstream = _core.Upstream(
             connect_timeout=self.settings.connect_timeout,
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
         )
-        self.metrics = Metrics(lambda: self.writer.depth)
+        self.metrics = Metrics(
+            lambda: self.writer.depth,
+            lambda: msgspec.structs.asdict(self.writer.stats),
+            self.settings.metrics_label_cap,
+        )
         self.proxy = Proxy(
             self.settings,
             self.control,
@@ -81,7 +88,21 @@ class App:
         self._tasks = [
             asyncio.ensure_future(self.writer.run()),
             asyncio.ensure_future(self.control.run()),
+            asyncio.ensure_future(self.metrics.run()),
+            asyncio.ensure_future(self._housekeeping()),
         ]
+
+    async def _housekeeping(self, every: float = 3600.0) -> None:
+        """Create partitions ahead and enforce retention, hourly (idempotent,
+        so every instance may do it)."""
+        while True:
+            try:
+                await self.store.maintain()
+                if self.settings.retention_days > 0:
+                    await self.store.apply_retention(self.settings.retention_days)
+            except Exception as e:
+                log.warning("housekeeping failed (%s); next try in %.0fs", type(e).__name__, every)
+            await asyncio.sleep(every)
 
     async def shutdown(self) -> None:
         for t in self._tasks:
@@ -90,6 +111,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.writer.drain(timeout=30.0)
+        self.metrics.close()
         await self.store.close()
 
     # granian's RSGI lifespan hooks (called with the worker's loop, not running).

@@ -43,8 +43,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     writer_queue_size: int = 100_000
     writer_batch_size: int = 1_000
     writer_flush_interval: float = 0.2
+    writer_spill_after_failures: int = 3
+    retention_days: int = 30
     control_refresh_interval: float = 0.5
     prices_file: str | None = None
+    metrics_label_cap: int = 100
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in masked(self).items())
@@ -65,6 +68,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be at least 1024")
+        if self.metrics_label_cap < 1:
+            raise ConfigError(f"metrics_label_cap must be at least 1, got {self.metrics_label_cap}")
         for name in ("openai_base_url", "anthropic_base_url", "groq_base_url", "gemini_base_url"):
             url = getattr(self, name)
             if urlsplit(url).scheme not in ("http", "https"):

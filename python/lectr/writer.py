@@ -1,13 +1,19 @@
 """The capture pipeline off the request path: a bounded in-memory queue of
-records and a background task writing them to the store in batches, retrying
-with backoff when the store fails."""
+records, a background task writing them to the store in batches, and a spill
+file that keeps them when the store is down (replayed when it returns)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import fcntl
 import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
 
 import msgspec
 
@@ -16,6 +22,9 @@ from lectr.types import Record
 
 log = logging.getLogger("lectr.writer")
 
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Record).decode
+
 
 class WriterStats(msgspec.Struct):
     """Counters of the capture pipeline (shown by /readyz and metrics)."""
@@ -23,14 +32,77 @@ class WriterStats(msgspec.Struct):
     queued: int = 0
     written: int = 0
     retried: int = 0
+    spilled: int = 0
+    replayed: int = 0
     dropped: int = 0
     failures: int = 0
 
 
-class RecordWriter:
-    """Bounded queue plus batch writer."""
+class Spill:
+    """Append-only JSON-lines files of records the store could not take.
 
-    def __init__(self, store: Store, queue_size: int, batch_size: int, interval: float) -> None:
+    Each process appends to a file of its own; any process may replay any
+    file it can lock. Replays are safe to repeat: stores ignore record ids
+    they already hold.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._file: IO[bytes] | None = None
+        self._path: Path | None = None
+
+    def append(self, records: list[Record]) -> None:
+        if self._file is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._path = self.folder / f"spill-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            self._file = self._path.open("ab")
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._file.write(b"".join(_encode(r) + b"\n" for r in records))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def rotate(self) -> None:
+        """Close the current file so it can be replayed; later spills start a new one."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._path = None
+
+    def pending(self) -> list[Path]:
+        """Spill files waiting for replay (not the one being appended to)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob("spill-*.jsonl") if p != self._path)
+
+    @contextlib.contextmanager
+    def claim(self, path: Path) -> Iterator[IO[bytes] | None]:
+        """The file, locked for replay, or None when another process holds it."""
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            yield None
+            return
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+            yield f
+
+
+class RecordWriter:
+    """Bounded queue, batch writer and spill file."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue_size: int,
+        batch_size: int,
+        interval: float,
+        spill_dir: Path,
+        spill_after_failures: int = 3,
+    ) -> None:
         self._store = store
         self._queue: collections.deque[Record] = collections.deque()
         self._max = queue_size
@@ -38,15 +110,19 @@ class RecordWriter:
         self._interval = interval
         self._wake = asyncio.Event()
         self._backoff = 0.0
+        self._failures_in_row = 0
+        self._spill_after = spill_after_failures
+        self.spill = Spill(spill_dir)
         self.stats = WriterStats()
 
     @property
     def depth(self) -> int:
-        """Records waiting to be written."""
+        """Records waiting in memory to be written."""
         return len(self._queue)
 
     def submit(self, record: Record) -> None:
-        """Queue a record; never blocks. A full queue drops and counts it."""
+        """Queue a record; never blocks. A full queue drops and counts it
+        (the loop spills long before that while the store is down)."""
         if len(self._queue) >= self._max:
             self.stats.dropped += 1
             if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
@@ -65,21 +141,67 @@ class RecordWriter:
         batch = [self._queue.popleft() for _ in range(n)]
         try:
             await self._store.write_records(batch)
-        except Exception as e:
+        except BaseException as e:
+            # Cancelled or failed, the batch goes back: nothing is lost, and a
+            # batch that did commit is not stored twice (ids are unique).
             self._queue.extendleft(reversed(batch))
-            self.stats.retried += n
-            self.stats.failures += 1
-            self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
-            log.warning(
-                "writing %d records failed (%s); retrying in %.1fs", n, type(e).__name__, self._backoff
-            )
+            if isinstance(e, Exception):
+                self.stats.retried += n
+                self.stats.failures += 1
+                self._failures_in_row += 1
+                self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
+                log.warning(
+                    "writing %d records failed (%s); retry in %.1fs", n, type(e).__name__, self._backoff
+                )
             raise
         self._backoff = 0.0
+        self._failures_in_row = 0
         self.stats.written += n
         return n
 
+    def spill_queue(self) -> int:
+        """Move every queued record to the spill file."""
+        records = list(self._queue)
+        if not records:
+            return 0
+        try:
+            self.spill.append(records)
+        except OSError as e:
+            log.error("cannot spill %d records (%s); keeping them in memory", len(records), e)
+            return 0
+        self._queue.clear()
+        self.stats.spilled += len(records)
+        log.warning("store unavailable: spilled %d records to %s", len(records), self.spill.folder)
+        return len(records)
+
+    async def replay(self) -> int:
+        """Write spilled records back (one file per call); 0 if none could be."""
+        self.spill.rotate()
+        for path in self.spill.pending():
+            with self.spill.claim(path) as f:
+                if f is None:
+                    continue
+                total = 0
+                batch: list[Record] = []
+                for line in f:
+                    with contextlib.suppress(msgspec.DecodeError):  # a torn last line after a crash
+                        batch.append(_decode(line))
+                    if len(batch) >= self._batch:
+                        await self._store.write_records(batch)
+                        total += len(batch)
+                        batch = []
+                if batch:
+                    await self._store.write_records(batch)
+                    total += len(batch)
+                path.unlink()
+            self.stats.replayed += total
+            log.info("replayed %d spilled records from %s", total, path.name)
+            return total
+        return 0
+
     async def run(self) -> None:
-        """Flush every interval, or sooner when a batch fills, until cancelled."""
+        """Flush every interval, or sooner when a batch fills; spill while the
+        store fails; replay spills once it works. Runs until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval + self._backoff)
@@ -87,18 +209,23 @@ class RecordWriter:
             try:
                 while await self.flush_once() == self._batch:
                     pass
-            except Exception:  # noqa: S112 - counted and logged in flush_once; retried next round
-                continue
+                if self.spill.pending() or self.stats.spilled > self.stats.replayed:
+                    await self.replay()
+            except Exception:
+                if self._failures_in_row >= self._spill_after or len(self._queue) >= self._max // 2:
+                    self.spill_queue()
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a deadline, not a cancel scope
-        """Write everything queued (used at shutdown); False if time ran out."""
+        """At shutdown: write what is queued, or spill it; False if any was lost."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._queue and loop.time() < deadline:
             try:
-                await self.flush_once()
+                await asyncio.wait_for(self.flush_once(), timeout=max(0.1, deadline - loop.time()))
             except Exception:
-                await asyncio.sleep(min(self._backoff, max(0.0, deadline - loop.time())))
+                break
+        self.spill_queue()
+        self.spill.rotate()
         if self._queue:
-            log.error("shutdown: %d records could not be written", len(self._queue))
+            log.error("shutdown: %d records could be neither written nor spilled", len(self._queue))
         return not self._queue

@@ -68,8 +68,16 @@ class PostgresStore:
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
+        # check= validates a pooled connection before use, so a restarted
+        # server costs one failed batch, not a pool of dead connections.
         self._pool = AsyncConnectionPool(
-            url, min_size=min_size, max_size=max_size, open=False, timeout=10, kwargs={"autocommit": True}
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            timeout=5,
+            kwargs={"autocommit": True, "connect_timeout": 3},
+            check=AsyncConnectionPool.check_connection,
         )
         self._opened = False
 
