@@ -1,9 +1,10 @@
 """The RSGI application: routes and lifespan.
 
 Lifespan (per worker process): open the store and apply migrations, load the
-control-plane snapshot, start the record writer and the snapshot refresher;
-at shutdown, stop accepting work, drain the record queue into the store and
-close it. Routes: the proxied `/v1/...` endpoints, `/healthz`, `/readyz`.
+control-plane snapshot, start the record writer, the snapshot refresher and
+the metrics sync; at shutdown, stop accepting work, drain the record queue
+into the store, take this worker out of the live metric gauges and close the
+store. Routes: the proxied `/v1/...` endpoints, `/healthz`, `/readyz`, `/metrics`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import msgspec
 
 from lectr import _core
+from lectr.admin import AdminAPI
 from lectr.config import Settings, load
 from lectr.control import ControlPlane
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
@@ -80,6 +82,7 @@ class App:
             PriceTable.load(self.settings.prices_file),
             self.metrics,
         )
+        self.admin = AdminAPI(self.settings, self.store, self.control)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
@@ -131,6 +134,8 @@ class App:
             if scope.method != endpoint.method:
                 return self._error(proto, MethodNotAllowed(f"{path} accepts {endpoint.method} only"))
             return await self.proxy.handle(scope, proto, endpoint)
+        if path.startswith("/admin/"):
+            return await self.admin.handle(scope, proto)
         if path == "/healthz":
             proto.response_bytes(200, JSON_HEADERS, b'{"status":"ok"}')
             return None

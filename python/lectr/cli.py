@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -110,16 +113,82 @@ async def _keys_rotate(store: Store, a: argparse.Namespace) -> None:
     print(key)
 
 
+def _filters(a: argparse.Namespace) -> dict[str, str]:
+    names = ("since", "until", "feature", "task", "model", "provider", "status", "rule")
+    return {n: getattr(a, n) for n in names if getattr(a, n) is not None}
+
+
+async def _log(store: Store, a: argparse.Namespace) -> None:
+    from lectr import export
+    from lectr.admin.api import log_filter
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    try:
+        f = log_filter(org.id, _filters(a))
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    if a.csv:
+        # A CLI command owns its process: blocking file writes are fine here.
+        out = sys.stdout if a.csv == "-" else open(a.csv, "w", newline="", encoding="utf-8")  # noqa: SIM115, ASYNC230
+        try:
+            out.write(export.header())
+            n = 0
+            async for batch in store.export_requests(f):
+                out.write(export.rows(batch))
+                n += len(batch)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        if a.csv != "-":
+            print(f"wrote {n} records to {a.csv}")
+        return
+    page, cursor = await store.query_requests(f, a.cursor, a.limit)
+
+    def fmt(v: float | int | None, spec: str = "") -> str:
+        return "-" if v is None else format(v, spec)
+
+    _table(
+        [
+            [
+                _when(r.ts),
+                r.feature[:24],
+                r.provider,
+                (r.model_actual or "-")[:28],
+                str(r.status_code),
+                fmt(r.latency_ms, ".0f"),
+                f"{fmt(r.prompt_tokens)}/{fmt(r.completion_tokens)}",
+                fmt(r.cost_usd, ".6f"),
+                r.error_category or "",
+            ]
+            for r in page
+        ],
+        ["TIME (UTC)", "FEATURE", "PROVIDER", "MODEL", "STATUS", "MS", "TOKENS P/C", "COST $", "ERROR"],
+    )
+    if cursor:
+        print(f"more: --cursor {cursor}")
+
+
 async def _migrate(store: Store, a: argparse.Namespace) -> None:
     applied = await store.migrate()
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "database is up to date")
 
 
 def _serve(settings: Settings) -> None:
+    # Workers record metrics in files under one directory, which the worker
+    # answering /metrics reads whole (prometheus-client multiprocess mode), so
+    # counters add up across workers. Workers are forked from this process,
+    # so the variable must be set before prometheus_client is first imported.
+    own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own_metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lectr-metrics-")
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     from lectr.app import SETTINGS_ENV
+    from lectr.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    metrics_dir = prepare_multiprocess_dir(Path(os.environ[MULTIPROC_ENV]))
 
     # Workers are separate processes that import the app; they get the
     # validated settings whole, so flags and file reach them too.
@@ -130,17 +199,21 @@ def _serve(settings: Settings) -> None:
         f"store: {'postgresql' if settings.database_url else settings.sqlite_path})",
         flush=True,
     )
-    Granian(
-        "lectr.app:create_app",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        interface=Interfaces.RSGI,
-        loop=Loops.uvloop,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-        websockets=False,
-    ).serve()
+    try:
+        Granian(
+            "lectr.app:create_app",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            interface=Interfaces.RSGI,
+            loop=Loops.uvloop,
+            log_level=settings.log_level,  # type: ignore[arg-type]
+            websockets=False,
+        ).serve()
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _version() -> str:
@@ -189,6 +262,25 @@ def _parser() -> argparse.ArgumentParser:
         k.add_argument("org")
         k.add_argument("prefix", help="the key's prefix as `keys list` shows it")
         k.set_defaults(run=fn)
+    lg = sub.add_parser("log", help="show or export an org's request log (newest first)")
+    lg.add_argument("org")
+    for name, what in (
+        ("since", "start time (Unix seconds or ISO 8601)"),
+        ("until", "end time, exclusive"),
+        ("feature", "feature tag"),
+        ("task", "task type"),
+        ("model", "requested or actual model"),
+        ("provider", "provider"),
+        ("status", "2xx, 4xx, 5xx, 499 or error"),
+        ("rule", "routing rule id"),
+    ):
+        lg.add_argument(f"--{name}", help=what)
+    lg.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    lg.add_argument("--cursor", help="continue from a previous page")
+    lg.add_argument(
+        "--csv", metavar="FILE", help="export every matching record as CSV to FILE (- for stdout)"
+    )
+    lg.set_defaults(run=_log)
     return p
 
 

@@ -12,6 +12,9 @@ LectrError                          (status, type, code, source)
  ├── RequestTooLarge                413 invalid_request_error request_too_large
  ├── NotFound                       404 invalid_request_error not_found
  ├── MethodNotAllowed               405 invalid_request_error method_not_allowed
+ ├── AdminAuthRequired              401 authentication_error admin_auth_required
+ ├── Forbidden                      403 permission_error forbidden
+ ├── Conflict                       409 invalid_request_error conflict
  ├── ProviderUnreachable            502 api_error provider_unreachable   (network)
  └── ProviderTimeout                504 api_error provider_timeout       (network)
 ```
@@ -98,6 +101,18 @@ class NotFound(LectrError):
 
 class MethodNotAllowed(LectrError):
     status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class AdminAuthRequired(LectrError):
+    status, type, code = 401, "authentication_error", "admin_auth_required"
+
+
+class Forbidden(LectrError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
+class Conflict(LectrError):
+    status, type, code = 409, "invalid_request_error", "conflict"
 
 
 class ProviderUnreachable(LectrError):

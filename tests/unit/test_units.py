@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+
 from lectr import _core, errors, providers
 from lectr.config import ConfigError, load, masked
 from lectr.pricing import PriceTable
@@ -146,3 +147,31 @@ def test_error_shape() -> None:
     assert (e.status, e.source) == (400, "proxy")
     assert isinstance(errors.from_core(_core.UpstreamTimeout("first_byte"), "openai"), errors.ProviderTimeout)
     assert isinstance(errors.from_core(_core.UpstreamConnectError("x"), "openai"), errors.ProviderUnreachable)
+
+
+def test_csv_rows_quote_and_neutralise() -> None:
+    import csv
+    import io
+
+    from lectr import export
+    from lectr.types import Record
+
+    r = Record(
+        id="i",
+        ts=0.0,
+        org_id="o",
+        endpoint="/v1/x",
+        provider="openai",
+        status_code=200,
+        latency_ms=1.0,
+        feature='=cmd|" /C calc"!A0\nline2',
+        task="-x",
+        model_requested="a,b",
+    )
+    text = export.header() + export.rows([r])
+    assert text.count("\r\n") == 2  # the newline inside a field is quoted, not a row break
+    header, row = list(csv.reader(io.StringIO(text, newline="")))
+    assert row[header.index("feature")] == '\'=cmd|" /C calc"!A0\nline2'
+    assert row[header.index("task")] == "'-x"
+    assert row[header.index("model_requested")] == "a,b"
+    assert row[header.index("time_utc")] == "1970-01-01T00:00:00.000Z"

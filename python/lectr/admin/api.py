@@ -1,0 +1,325 @@
+"""Admin API handlers: bearer admin token for everything, or an org key for
+reading that org's own data. JSON in and out; errors in the OpenAI shape."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from lectr import auth, export
+from lectr.config import Settings
+from lectr.control import ControlPlane
+from lectr.errors import (
+    AdminAuthRequired,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    LectrError,
+    MethodNotAllowed,
+    NotFound,
+)
+from lectr.store import STATUS_CLASSES, Store
+from lectr.store import Conflict as StoreConflict
+from lectr.store import Missing as StoreMissing
+from lectr.types import KeyEntry, LogFilter, OrgEntry, Record
+
+JSON = [("content-type", "application/json")]
+_encode = msgspec.json.Encoder().encode
+
+
+class OrgOut(msgspec.Struct):
+    """An org as the API shows it."""
+
+    id: str
+    name: str
+    disabled: bool
+    azure_endpoint: str | None
+    azure_api_version: str | None
+    created_at: float
+
+    @classmethod
+    def of(cls, o: OrgEntry) -> OrgOut:
+        return cls(o.id, o.name, o.disabled, o.azure_endpoint, o.azure_api_version, o.created_at)
+
+
+class KeyOut(msgspec.Struct):
+    """A key as the API lists it: the prefix only, never the secret."""
+
+    prefix: str
+    display: str
+    active: bool
+    created_at: float
+    revoked_at: float | None
+
+    @classmethod
+    def of(cls, k: KeyEntry) -> KeyOut:
+        return cls(k.prefix, f"lc_key_{k.prefix}...", k.revoked_at is None, k.created_at, k.revoked_at)
+
+
+class NewKey(msgspec.Struct):
+    """A freshly created key; `key` is shown this once."""
+
+    key: str
+    prefix: str
+    revoked: str | None = None
+
+
+class OrgCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class OrgCreated(msgspec.Struct):
+    org: OrgOut
+    key: str
+
+
+class OrgPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    disabled: bool | None = None
+    azure_endpoint: str | None = None
+    azure_api_version: str | None = None
+
+
+class LogPage(msgspec.Struct):
+    data: list[Record]
+    next_cursor: str | None
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the admin, or an org reading its own data."""
+
+    admin: bool
+    org_id: str | None = None
+
+
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+# (method, path pattern, handler name, admin only); also the OpenAPI paths.
+ROUTES: list[tuple[str, str, re.Pattern[str], str, bool]] = []
+
+
+def route(method: str, pattern: str, admin_only: bool = True) -> Callable[[H], H]:
+    rx = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+
+    def deco(fn: H) -> H:
+        ROUTES.append((method, pattern, rx, fn.__name__, admin_only))
+        return fn
+
+    return deco
+
+
+def _time(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InvalidRequest(f"{name} must be Unix seconds or ISO 8601, got {value[:40]!r}") from None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
+
+
+def log_filter(org_id: str, q: dict[str, str]) -> LogFilter:
+    """A LogFilter from query parameters (shared by the API and the CLI)."""
+    status = q.get("status")
+    if status is not None and status not in STATUS_CLASSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUS_CLASSES)}")
+    return LogFilter(
+        org_id=org_id,
+        since=_time(q["since"], "since") if "since" in q else None,
+        until=_time(q["until"], "until") if "until" in q else None,
+        feature=q.get("feature"),
+        task=q.get("task"),
+        model=q.get("model"),
+        provider=q.get("provider"),
+        status=status,
+        rule=q.get("rule"),
+    )
+
+
+class AdminAPI:
+    """Routes /admin/... requests."""
+
+    def __init__(self, settings: Settings, store: Store, control: ControlPlane) -> None:
+        self._token = (settings.admin_token or "").encode()
+        self._store = store
+        self._control = control
+
+    async def handle(self, scope: Any, proto: Any) -> None:
+        try:
+            await self._dispatch(scope, proto)
+        except LectrError as e:
+            proto.response_bytes(e.status, JSON, e.body())
+
+    async def _dispatch(self, scope: Any, proto: Any) -> None:
+        path = scope.path.rstrip("/")
+        if path == "/admin/openapi.json" and scope.method == "GET":
+            from lectr.admin.openapi import document
+
+            proto.response_bytes(200, JSON, document())
+            return
+        allowed = []
+        for method, _, rx, name, admin_only in ROUTES:
+            m = rx.match(path)
+            if m is None:
+                continue
+            if method != scope.method:
+                allowed.append(method)
+                continue
+            who = self._principal(scope)
+            params = m.groupdict()
+            if admin_only and not who.admin:
+                raise Forbidden("this endpoint needs the admin token")
+            if not who.admin:
+                await self._own_org(who, params["org"])
+            await getattr(self, name)(scope, proto, who, params)
+            return
+        if allowed:
+            raise MethodNotAllowed(f"{path} accepts {', '.join(allowed)}")
+        raise NotFound(f"no admin route for {scope.method} {path}")
+
+    def _principal(self, scope: Any) -> Principal:
+        authz: str = scope.headers.get("authorization") or ""
+        if authz[:7].lower() == "bearer ":
+            if not self._token:
+                raise AdminAuthRequired("the admin API is disabled: set LECTR_ADMIN_TOKEN")
+            if hmac.compare_digest(authz[7:].strip().encode(), self._token):
+                return Principal(admin=True)
+            raise AdminAuthRequired("invalid admin token")
+        key = scope.headers.get("x-lectr-key")
+        if key:
+            org = auth.resolve(self._control.snapshot, key)
+            return Principal(admin=False, org_id=org.id)
+        raise AdminAuthRequired(
+            "send Authorization: Bearer <admin token>, or X-Lectr-Key for your org's own data"
+        )
+
+    async def _own_org(self, who: Principal, ref: str) -> None:
+        org = await self._org(ref)
+        if org.id != who.org_id:
+            raise Forbidden("an org key can only read its own org")
+
+    async def _org(self, ref: str) -> OrgEntry:
+        try:
+            return await self._store.get_org(ref)
+        except StoreMissing as e:
+            raise NotFound(str(e)) from None
+
+    @staticmethod
+    async def _body(proto: Any, typ: type[Any]) -> Any:
+        raw = await proto()
+        try:
+            return msgspec.json.decode(raw or b"{}", type=typ)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            raise InvalidRequest(f"invalid request body: {e}") from None
+
+    @staticmethod
+    def _json(proto: Any, status: int, value: Any) -> None:
+        proto.response_bytes(status, JSON, _encode(value))
+
+    # --- orgs ---------------------------------------------------------------
+
+    @route("GET", "/admin/orgs")
+    async def list_orgs(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        self._json(proto, 200, {"data": [OrgOut.of(o) for o in await self._store.list_orgs()]})
+
+    @route("POST", "/admin/orgs")
+    async def create_org(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        body: OrgCreate = await self._body(proto, OrgCreate)
+        if not body.name.strip() or len(body.name) > 200:
+            raise InvalidRequest("name must be 1-200 characters")
+        try:
+            org = await self._store.create_org(body.name.strip())
+        except StoreConflict as e:
+            raise Conflict(str(e)) from None
+        key, _ = await self._store.create_key(org.id)
+        self._json(proto, 201, OrgCreated(OrgOut.of(org), key))
+
+    @route("GET", "/admin/orgs/{org}", admin_only=False)
+    async def get_org(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        self._json(proto, 200, OrgOut.of(await self._org(p["org"])))
+
+    @route("PATCH", "/admin/orgs/{org}")
+    async def patch_org(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        body: OrgPatch = await self._body(proto, OrgPatch)
+        if body.disabled is not None:
+            await self._store.set_org_disabled(org.id, body.disabled)
+        if body.azure_endpoint is not None or body.azure_api_version is not None:
+            await self._store.set_org_azure(
+                org.id,
+                body.azure_endpoint if body.azure_endpoint is not None else org.azure_endpoint,
+                body.azure_api_version if body.azure_api_version is not None else org.azure_api_version,
+            )
+        self._json(proto, 200, OrgOut.of(await self._org(org.id)))
+
+    # --- keys ---------------------------------------------------------------
+
+    @route("GET", "/admin/orgs/{org}/keys")
+    async def list_keys(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        self._json(proto, 200, {"data": [KeyOut.of(k) for k in await self._store.list_keys(org.id)]})
+
+    @route("POST", "/admin/orgs/{org}/keys")
+    async def create_key(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        key, entry = await self._store.create_key(org.id)
+        self._json(proto, 201, NewKey(key, entry.prefix))
+
+    @route("POST", "/admin/orgs/{org}/keys/{prefix}/rotate")
+    async def rotate_key(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        await self._revoke(org.id, p["prefix"])
+        key, entry = await self._store.create_key(org.id)
+        self._json(proto, 201, NewKey(key, entry.prefix, revoked=p["prefix"]))
+
+    @route("DELETE", "/admin/orgs/{org}/keys/{prefix}")
+    async def revoke_key(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        await self._revoke(org.id, p["prefix"])
+        self._json(proto, 200, {"revoked": p["prefix"]})
+
+    async def _revoke(self, org_id: str, prefix: str) -> None:
+        try:
+            await self._store.revoke_key(org_id, prefix)
+        except StoreMissing as e:
+            raise NotFound(str(e)) from None
+
+    # --- request log --------------------------------------------------------
+
+    @route("GET", "/admin/orgs/{org}/requests", admin_only=False)
+    async def requests(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        q = dict(parse_qsl(scope.query_string))
+        try:
+            limit = min(max(int(q.get("limit", "100")), 1), 1000)
+        except ValueError:
+            raise InvalidRequest("limit must be an integer") from None
+        try:
+            page, cursor = await self._store.query_requests(log_filter(org.id, q), q.get("cursor"), limit)
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        self._json(proto, 200, LogPage(page, cursor))
+
+    @route("GET", "/admin/orgs/{org}/requests.csv", admin_only=False)
+    async def requests_csv(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        f = log_filter(org.id, dict(parse_qsl(scope.query_string)))
+        transport = proto.response_stream(
+            200,
+            [
+                ("content-type", "text/csv; charset=utf-8"),
+                ("content-disposition", f'attachment; filename="lectr-{_safe(org.name)}-requests.csv"'),
+            ],
+        )
+        await transport.send_str(export.header())
+        async for batch in self._store.export_requests(f):
+            await transport.send_str(export.rows(batch))

@@ -1,0 +1,100 @@
+"""The admin API's OpenAPI 3.1 document, built from the route table and the
+msgspec structs the handlers use."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import msgspec
+
+from lectr import __version__
+from lectr.admin.api import ROUTES, KeyOut, LogPage, NewKey, OrgCreate, OrgCreated, OrgOut, OrgPatch
+
+_BODIES: dict[str, type[Any]] = {"create_org": OrgCreate, "patch_org": OrgPatch}
+_RESPONSES: dict[str, tuple[int, type[Any] | None, str]] = {
+    "list_orgs": (200, None, "{data: [Org]}"),
+    "create_org": (201, OrgCreated, "the org and its first key (shown once)"),
+    "get_org": (200, OrgOut, "the org"),
+    "patch_org": (200, OrgOut, "the updated org"),
+    "list_keys": (200, None, "{data: [Key]} (prefixes only)"),
+    "create_key": (201, NewKey, "a new key (shown once)"),
+    "rotate_key": (201, NewKey, "the replacement key; the old one stops working at once"),
+    "revoke_key": (200, None, "{revoked: prefix}"),
+    "requests": (200, LogPage, "one page of the request log, newest first"),
+    "requests_csv": (200, None, "the whole filtered log as RFC 4180 CSV, streamed"),
+}
+_LOG_PARAMS = [
+    ("since", "Unix seconds or ISO 8601 (inclusive)"),
+    ("until", "Unix seconds or ISO 8601 (exclusive)"),
+    ("feature", "exact feature tag"),
+    ("task", "exact task type"),
+    ("model", "requested or actual model"),
+    ("provider", "provider name"),
+    ("status", "2xx, 3xx, 4xx, 5xx, 499 or error"),
+    ("rule", "id of the routing rule applied"),
+]
+
+
+@functools.cache
+def document() -> bytes:
+    _, components = msgspec.json.schema_components(
+        [OrgOut, KeyOut, NewKey, OrgCreate, OrgCreated, OrgPatch, LogPage],
+        ref_template="#/components/schemas/{name}",
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for method, pattern, _, name, admin_only in ROUTES:
+        status, model, desc = _RESPONSES[name]
+        op: dict[str, Any] = {
+            "operationId": name,
+            "security": [{"adminToken": []}] if admin_only else [{"adminToken": []}, {"orgKey": []}],
+            "parameters": [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in re.findall(r"\{(\w+)\}", pattern)
+            ],
+            "responses": {
+                str(status): {"description": desc}
+                | (
+                    {
+                        "content": {
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+                        }
+                    }
+                    if model
+                    else {}
+                ),
+                "default": {"description": "error in the OpenAI shape {error: {message, type, code}}"},
+            },
+        }
+        if name in ("requests", "requests_csv"):
+            op["parameters"] += [
+                {"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
+                for n, d in _LOG_PARAMS
+            ]
+            if name == "requests":
+                op["parameters"] += [
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ]
+        if name in _BODIES:
+            ref = f"#/components/schemas/{_BODIES[name].__name__}"
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}
+        paths.setdefault(pattern, {})[method.lower()] = op
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": "Lectr admin API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "LECTR_ADMIN_TOKEN"},
+                "orgKey": {"type": "apiKey", "in": "header", "name": "X-Lectr-Key"},
+            },
+        },
+    }
+    return msgspec.json.encode(doc)
