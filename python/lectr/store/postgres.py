@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -55,7 +56,7 @@ def _record(r: Any) -> Record:
 
 
 def _row(rec: Record) -> tuple[Any, ...]:
-    row = [getattr(rec, f) for f in RECORD_FIELDS]
+    row = list(msgspec.structs.astuple(rec))
     row[_TS] = datetime.fromtimestamp(rec.ts, UTC)
     return tuple(row)
 
@@ -146,19 +147,29 @@ class PostgresStore:
     async def write_records(self, records: list[Record]) -> None:
         rows = [_row(r) for r in records]
         pool = await self._open()
-        async with pool.connection() as c, c.transaction():
-            # COPY into a staging table, then insert what is new: a batch that
-            # is retried after an unacknowledged commit adds nothing twice.
-            await c.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS requests_stage "
-                "(LIKE requests INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            async with c.cursor().copy(f"COPY requests_stage ({_COLS}) FROM STDIN") as copy:
-                for row in rows:
-                    await copy.write_row(row)
-            await c.execute(
-                f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage ON CONFLICT DO NOTHING"
-            )
+        async with pool.connection() as c:
+            try:
+                # Fast path: COPY straight in. A batch that was already stored
+                # (retried after an unacknowledged commit, or replayed from the
+                # spill file) violates the primary key and takes the slow path.
+                async with c.transaction(), c.cursor().copy(f"COPY requests ({_COLS}) FROM STDIN") as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                return
+            except psycopg.errors.UniqueViolation:
+                pass
+            async with c.transaction():
+                await c.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS requests_stage "
+                    "(LIKE requests INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                async with c.cursor().copy(f"COPY requests_stage ({_COLS}) FROM STDIN") as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                await c.execute(
+                    f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage "
+                    "ON CONFLICT DO NOTHING"
+                )
 
     async def control_version(self) -> int:
         pool = await self._open()
