@@ -58,12 +58,53 @@ class KeyEntry(msgspec.Struct, frozen=True):
     revoked_at: float | None = None
 
 
+class Rule(msgspec.Struct, frozen=True, kw_only=True):
+    """A routing rule: exact-match conditions (unset = any), AND-ed; the
+    action sets the provider and/or model for `split_percent` % of matches."""
+
+    id: str
+    org_id: str
+    name: str
+    priority: int
+    enabled: bool = True
+    match_feature: str | None = None
+    match_task: str | None = None
+    match_provider: str | None = None
+    match_model: str | None = None
+    target_provider: str | None = None
+    target_model: str | None = None
+    split_percent: int = 100
+    created_at: float = 0.0
+
+
+class Target(msgspec.Struct, frozen=True):
+    """One step of a failover path."""
+
+    provider: str
+    model: str
+
+
+DEFAULT_FALLBACK_STATUSES = (429, 500, 502, 503, 504)
+
+
+class FallbackChain(msgspec.Struct, frozen=True, kw_only=True):
+    """An org's failover path, for one feature or (`scope='*'`) all of them."""
+
+    org_id: str
+    scope: str = "*"
+    targets: tuple[Target, ...]
+    on_status: tuple[int, ...] = DEFAULT_FALLBACK_STATUSES
+    created_at: float = 0.0
+
+
 class ControlData(msgspec.Struct, frozen=True):
     """Everything the request path needs from the control plane."""
 
     version: int
     orgs: list[OrgEntry]
     keys: list[KeyEntry]
+    rules: list[Rule] = msgspec.field(default_factory=list)
+    fallbacks: list[FallbackChain] = msgspec.field(default_factory=list)
 
 
 class LogFilter(msgspec.Struct, kw_only=True, frozen=True):

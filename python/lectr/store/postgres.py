@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from lectr.store import Conflict, Missing, decode_cursor, encode_cursor, filter_sql, new_key
+from lectr.store.rules import CHAIN_COLS, RULE_COLS, RulesMixin, chain_of, rule_of
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
 _COLS = ", ".join(RECORD_FIELDS)
@@ -65,7 +66,7 @@ def partition_name(day: datetime) -> str:
     return f"requests_{day:%Y%m%d}"
 
 
-class PostgresStore:
+class PostgresStore(RulesMixin):
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
@@ -189,7 +190,15 @@ class PostgresStore:
                     await c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")
                 ).fetchall()
             ]
-        return ControlData(version=int(version), orgs=orgs, keys=keys)
+            rules = [
+                rule_of(r)
+                for r in await (await c.execute(f"SELECT {RULE_COLS} FROM routing_rules")).fetchall()
+            ]
+            chains = [
+                chain_of(r)
+                for r in await (await c.execute(f"SELECT {CHAIN_COLS} FROM fallback_chains")).fetchall()
+            ]
+        return ControlData(version=int(version), orgs=orgs, keys=keys, rules=rules, fallbacks=chains)
 
     async def _change(self, statement: str, args: tuple[Any, ...], missing: str | None = None) -> None:
         pool = await self._open()
@@ -198,6 +207,23 @@ class PostgresStore:
             if missing and cur.rowcount == 0:
                 raise Missing(missing)
             await c.execute("UPDATE control_version SET version = version + 1")
+
+    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
+        pool = await self._open()
+        async with pool.connection() as c:
+            return await (await c.execute(query, args)).fetchall()
+
+    async def _mutate(self, ops: list[tuple[str, tuple[Any, ...]]], missing: str | None = None) -> None:
+        pool = await self._open()
+        try:
+            async with pool.connection() as c, c.transaction():
+                for i, (query, args) in enumerate(ops):
+                    cur = await c.execute(query, args)
+                    if missing and cur.rowcount == 0 and (i == 0 or query.startswith("UPDATE")):
+                        raise Missing(missing)
+                await c.execute("UPDATE control_version SET version = version + 1")
+        except psycopg.errors.IntegrityError as e:
+            raise Conflict(f"conflicts with existing data ({e.diag.message_primary})") from None
 
     async def create_org(self, name: str) -> OrgEntry:
         org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lectr.store import Conflict, Missing, decode_cursor, encode_cursor, filter_sql, new_key
+from lectr.store.rules import CHAIN_COLS, RULE_COLS, RulesMixin, chain_of, rule_of
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class SQLiteStore:
+class SQLiteStore(RulesMixin):
     """Store backed by an SQLite file (safe across processes: WAL + busy timeout)."""
 
     def __init__(self, path: Path) -> None:
@@ -152,9 +153,11 @@ class SQLiteStore:
                 keys = [
                     _key(r) for r in c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")
                 ]
+                rules = [rule_of(r) for r in c.execute(f"SELECT {RULE_COLS} FROM routing_rules")]
+                chains = [chain_of(r) for r in c.execute(f"SELECT {CHAIN_COLS} FROM fallback_chains")]
             finally:
                 c.execute("COMMIT")
-            return ControlData(version=version, orgs=orgs, keys=keys)
+            return ControlData(version=version, orgs=orgs, keys=keys, rules=rules, fallbacks=chains)
 
         return await self._run(_load)
 
@@ -173,6 +176,22 @@ class SQLiteStore:
                 raise
 
         return await self._run(_tx)
+
+    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
+        q = query.replace("%s", "?")
+        return await self._run(lambda c: c.execute(q, args).fetchall())
+
+    async def _mutate(self, ops: list[tuple[str, tuple[Any, ...]]], missing: str | None = None) -> None:
+        def _ops(c: sqlite3.Connection) -> None:
+            for i, (query, args) in enumerate(ops):
+                try:
+                    cur = c.execute(query.replace("%s", "?"), args)
+                except sqlite3.IntegrityError as e:
+                    raise Conflict(f"conflicts with existing data ({e})") from None
+                if missing and cur.rowcount == 0 and (i == 0 or "UPDATE" in query):
+                    raise Missing(missing)
+
+        await self._change(_ops)
 
     async def create_org(self, name: str) -> OrgEntry:
         org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())
