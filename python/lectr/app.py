@@ -23,6 +23,7 @@ from lectr.admin import AdminAPI
 from lectr.config import Settings, load
 from lectr.control import ControlPlane
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
+from lectr.health import Health
 from lectr.metrics import Metrics
 from lectr.pricing import PriceTable
 from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
@@ -69,6 +70,7 @@ class App:
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
         )
+        self.health = Health(self.settings.breaker_failure_threshold, self.settings.breaker_cooldown)
         self.metrics = Metrics(
             lambda: self.writer.depth,
             lambda: msgspec.structs.asdict(self.writer.stats),
@@ -81,8 +83,9 @@ class App:
             self.upstream,
             PriceTable.load(self.settings.prices_file),
             self.metrics,
+            self.health,
         )
-        self.admin = AdminAPI(self.settings, self.store, self.control)
+        self.admin = AdminAPI(self.settings, self.store, self.control, self.health)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:

@@ -12,7 +12,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-SECRET_FIELDS = ("admin_token",)
+SECRET_FIELDS = (
+    "admin_token",
+    "openai_api_key",
+    "anthropic_api_key",
+    "groq_api_key",
+    "gemini_api_key",
+    "azure_api_key",
+)
 URL_FIELDS_WITH_PASSWORDS = ("database_url", "redis_url")
 
 
@@ -36,6 +43,15 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     anthropic_base_url: str = "https://api.anthropic.com/v1"
     groq_base_url: str = "https://api.groq.com/openai/v1"
     gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai"
+    # Keys used only when a rule or fallback sends a request to a provider
+    # other than the one the client's own key is for. Held in memory only.
+    openai_api_key: str | None = None
+    anthropic_api_key: str | None = None
+    groq_api_key: str | None = None
+    gemini_api_key: str | None = None
+    azure_api_key: str | None = None
+    breaker_failure_threshold: int = 5
+    breaker_cooldown: float = 30.0
     max_body_bytes: int = 2 * 1024 * 1024
     connect_timeout: float = 5.0
     first_byte_timeout: float = 120.0

@@ -5,12 +5,14 @@ path never reads the database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import msgspec
 
+from lectr.routing import compile_rules
 from lectr.store import Store
-from lectr.types import ControlData, KeyEntry, OrgEntry
+from lectr.types import ControlData, FallbackChain, KeyEntry, OrgEntry, Rule
 
 log = logging.getLogger("lectr.control")
 
@@ -21,14 +23,31 @@ class Snapshot(msgspec.Struct, frozen=True):
     version: int
     orgs: dict[str, OrgEntry]
     keys_by_prefix: dict[str, KeyEntry]
+    rules: dict[str, tuple[Rule, ...]] = msgspec.field(default_factory=dict)
+    fallbacks: dict[str, dict[str, FallbackChain]] = msgspec.field(default_factory=dict)
 
     @classmethod
     def build(cls, data: ControlData) -> Snapshot:
+        by_org: dict[str, list[Rule]] = {}
+        for r in data.rules:
+            by_org.setdefault(r.org_id, []).append(r)
+        chains: dict[str, dict[str, FallbackChain]] = {}
+        for c in data.fallbacks:
+            chains.setdefault(c.org_id, {})[c.scope] = c
         return cls(
             version=data.version,
             orgs={o.id: o for o in data.orgs},
             keys_by_prefix={k.prefix: k for k in data.keys if k.revoked_at is None},
+            rules={org: compile_rules(rs) for org, rs in by_org.items()},
+            fallbacks=chains,
         )
+
+    def fallback_for(self, org_id: str, feature: str) -> FallbackChain | None:
+        """The feature's chain, else the org's default chain."""
+        chains = self.fallbacks.get(org_id)
+        if not chains:
+            return None
+        return chains.get(feature) or chains.get("*")
 
 
 EMPTY = Snapshot(version=0, orgs={}, keys_by_prefix={})
@@ -51,10 +70,35 @@ class ControlPlane:
         return True
 
     async def run(self) -> None:
-        """Poll for changes until cancelled. A failing store keeps the last
-        snapshot serving and is logged once per outage."""
+        """Keep the snapshot fresh until cancelled: follow the store's change
+        notifications where it has them (PostgreSQL), and poll as a guard
+        against a missed one (the only way with SQLite across processes)."""
+        if self._store.notifications is None:
+            await self._poll(self._interval)
+            return
+        await asyncio.gather(self._listen(), self._poll(max(self._interval, 5.0)))
+
+    async def _listen(self) -> None:
+        listen = self._store.notifications
+        assert listen is not None
+        backoff = 0.1
         while True:
-            await asyncio.sleep(self._interval)
+            try:
+                async for _ in listen():
+                    await self.refresh()
+                    backoff = 0.1
+            except Exception as e:
+                log.warning("control change listener lost (%s); reconnecting", type(e).__name__)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            # Changes may have been missed while disconnected: reload in full.
+            with contextlib.suppress(Exception):
+                await self.refresh(force=True)
+
+    async def _poll(self, interval: float) -> None:
+        """A failing store keeps the last snapshot serving; logged once per outage."""
+        while True:
+            await asyncio.sleep(interval)
             try:
                 if await self.refresh():
                     log.info("control plane reloaded (version %d)", self.snapshot.version)

@@ -12,6 +12,7 @@ granian (RSGI) -> app.py: dispatch by path
        7 body to the client: buffered JSON at once, SSE chunk by chunk as they
          arrive; the Rust tap reads usage and strips what we asked for
        8 finish: usage (or estimate) -> cost from pricing -> Record -> writer queue
+         and metrics.observe (once per request, never per chunk)
   <- response
 ```
 
@@ -29,13 +30,14 @@ from typing import Any
 
 import msgspec
 
-from lectr import _core, auth, errors, providers
+from lectr import _core, auth, errors, providers, routing
 from lectr.config import Settings
 from lectr.control import ControlPlane
-from lectr.errors import InvalidRequest, LectrError, RequestTooLarge
+from lectr.errors import InvalidRequest, LectrError, ProviderUnreachable, RequestTooLarge
+from lectr.health import Health
 from lectr.metrics import Metrics
 from lectr.pricing import PriceTable
-from lectr.types import Record
+from lectr.types import Record, Target
 from lectr.writer import RecordWriter
 
 log = logging.getLogger("lectr.proxy")
@@ -75,6 +77,7 @@ class Exchange:
         "error_category",
         "error_source",
         "estimate",
+        "fallback_used",
         "feature",
         "model_actual",
         "model_requested",
@@ -82,6 +85,7 @@ class Exchange:
         "prompt",
         "provider",
         "provider_unknown",
+        "rule_id",
         "start",
         "status",
         "streaming",
@@ -105,6 +109,8 @@ class Exchange:
         self.provider_unknown = False
         self.model_requested: str | None = None
         self.model_actual: str | None = None
+        self.rule_id: str | None = None
+        self.fallback_used: str | None = None
         self.status = 0
         self.error_category: str | None = None
         self.error_source: str | None = None
@@ -152,8 +158,10 @@ class Proxy:
         upstream: _core.Upstream,
         prices: PriceTable,
         metrics: Metrics,
+        health: Health,
     ) -> None:
         self._settings = settings
+        self._health = health
         self._metrics = metrics
         self._control = control
         self._writer = writer
@@ -216,23 +224,66 @@ class Proxy:
                 raise InvalidRequest("request body has no 'model'")
             ex.model_requested = ex.model_actual = meta.model
             ex.streaming = meta.stream
-        provider, unknown = providers.detect(ex.model_requested, headers.get("x-lectr-provider"))
-        ex.provider, ex.provider_unknown = provider.name, unknown
-        url = providers.upstream_url(provider, endpoint.path, ex.model_actual, self._settings, org)
-        if scope.query_string and provider.base_url_setting is not None:
-            url = f"{url}?{scope.query_string}"
+        detected, unknown = providers.detect(ex.model_requested, headers.get("x-lectr-provider"))
+        ex.provider, ex.provider_unknown = detected.name, unknown
+        snap = self._control.snapshot
+        route = routing.apply(
+            snap.rules.get(org.id, ()), ex.feature, ex.task, detected.name, ex.model_requested
+        )
+        ex.rule_id = route.rule_id
+        chain = snap.fallback_for(org.id, ex.feature)
+        targets = [Target(route.provider, route.model or "")]
+        if chain is not None:
+            targets += [t for t in chain.targets if t != targets[0]]
+        retry_on = chain.on_status if chain is not None else ()
         # Ask for streamed usage on the client's behalf; the tap strips it.
         inject = meta is not None and meta.stream and not meta.include_usage
-        ex.body_up = (
-            meta.body_for_upstream(ex.model_actual, inject_usage=inject) if meta is not None else body
-        )
+        client_headers = headers.items()
         ex.upstream_start = time.perf_counter()
-        try:
-            resp = await self._upstream.send(
-                endpoint.method, url, headers.items(), ex.body_up, provider.auth_style, inject
-            )
-        except _core.UpstreamError as e:
-            raise errors.from_core(e, provider.name) from None
+        resp: _core.UpstreamResponse | None = None
+        for i, target in enumerate(targets):
+            last = i == len(targets) - 1
+            provider = providers.REGISTRY[target.provider]
+            # An open breaker is skipped while another target remains.
+            if not last and not self._health.allow(provider.name):
+                continue
+            try:
+                url = providers.upstream_url(
+                    provider, endpoint.path, target.model or None, self._settings, org
+                )
+            except LectrError:
+                if last:
+                    raise
+                continue
+            if scope.query_string and provider.base_url_setting is not None:
+                url = f"{url}?{scope.query_string}"
+            model = target.model or ex.model_requested
+            ex.provider, ex.model_actual = provider.name, model
+            ex.fallback_used = f"{provider.name}/{model}" if i > 0 else None
+            ex.body_up = meta.body_for_upstream(model, inject_usage=inject) if meta is not None else body
+            sent = time.perf_counter()
+            try:
+                resp = await self._upstream.send(
+                    endpoint.method,
+                    url,
+                    self._credentials(client_headers, detected.name, provider.name),
+                    ex.body_up,
+                    provider.auth_style,
+                    inject,
+                )
+            except _core.UpstreamError as e:
+                self._health.record(provider.name, False, (time.perf_counter() - sent) * 1000.0)
+                if last:
+                    raise errors.from_core(e, provider.name) from None
+                continue
+            ok = resp.status < 500 and resp.status != 429
+            self._health.record(provider.name, ok, (time.perf_counter() - sent) * 1000.0)
+            if resp.status in retry_on and not last:
+                resp.close()
+                continue
+            break
+        if resp is None:  # every target was skipped by its breaker
+            raise ProviderUnreachable("every provider on this request's failover path is marked down")
         ex.upstream = resp
         ex.status = resp.status
         if resp.status >= 400:
@@ -243,6 +294,21 @@ class Proxy:
             proto.response_bytes(resp.status, resp.headers, resp.body)
             return
         await self._stream(proto, resp, ex)
+
+    def _credentials(
+        self, client: list[tuple[str, str]], intended: str, target: str
+    ) -> list[tuple[str, str]]:
+        """The client's headers, with the operator's key for `target` when a
+        rule or fallback moved the request off the provider the client's
+        own key is for (and the operator configured one)."""
+        if target == intended:
+            return client
+        key = getattr(self._settings, f"{target}_api_key", None)
+        if not key:
+            return client
+        return [(n, v) for n, v in client if n.lower() != "authorization"] + [
+            ("authorization", f"Bearer {key}")
+        ]
 
     async def _stream(self, proto: Any, resp: _core.UpstreamResponse, ex: Exchange) -> None:
         transport = proto.response_stream(resp.status, resp.headers)
@@ -290,6 +356,8 @@ class Proxy:
             provider_unknown=ex.provider_unknown,
             model_requested=ex.model_requested,
             model_actual=ex.model_actual,
+            rule_id=ex.rule_id,
+            fallback_used=ex.fallback_used,
             status_code=ex.status,
             error_category=ex.error_category,
             error_source=ex.error_source,

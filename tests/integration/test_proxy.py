@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from lectr import _core
 
+from lectr import _core
 from tests.harness import Gateway, Mock
 
 PROVIDER_KEY = "sk-test-provider-key-0123456789"

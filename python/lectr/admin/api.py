@@ -24,10 +24,21 @@ from lectr.errors import (
     MethodNotAllowed,
     NotFound,
 )
+from lectr.health import Health
+from lectr.providers import REGISTRY, VALID_NAMES
 from lectr.store import STATUS_CLASSES, Store
 from lectr.store import Conflict as StoreConflict
 from lectr.store import Missing as StoreMissing
-from lectr.types import KeyEntry, LogFilter, OrgEntry, Record
+from lectr.types import (
+    DEFAULT_FALLBACK_STATUSES,
+    FallbackChain,
+    KeyEntry,
+    LogFilter,
+    OrgEntry,
+    Record,
+    Rule,
+    Target,
+)
 
 JSON = [("content-type", "application/json")]
 _encode = msgspec.json.Encoder().encode
@@ -83,6 +94,58 @@ class OrgPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     disabled: bool | None = None
     azure_endpoint: str | None = None
     azure_api_version: str | None = None
+
+
+class RuleIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A rule as created or patched; unset fields keep their value on PATCH."""
+
+    name: str | None = None
+    priority: int | None = None
+    enabled: bool | None = None
+    match_feature: str | None = None
+    match_task: str | None = None
+    match_provider: str | None = None
+    match_model: str | None = None
+    target_provider: str | None = None
+    target_model: str | None = None
+    split_percent: int | None = None
+
+
+class ReorderIn(msgspec.Struct, forbid_unknown_fields=True):
+    order: list[str]  # rule ids or names, first = highest priority
+
+
+class FallbackIn(msgspec.Struct, forbid_unknown_fields=True):
+    targets: list[Target]
+    on_status: list[int] = msgspec.field(default_factory=lambda: list(DEFAULT_FALLBACK_STATUSES))
+
+
+def validate_rule(r: Rule) -> Rule:
+    """Reject rules that cannot do anything sensible, with a clear reason."""
+    if not r.name.strip() or len(r.name) > 100:
+        raise InvalidRequest("a rule needs a name of 1-100 characters")
+    for field in ("match_provider", "target_provider"):
+        value = getattr(r, field)
+        if value is not None and value not in REGISTRY:
+            raise InvalidRequest(f"{field} {value!r} is not a provider; valid values: {VALID_NAMES}")
+    if r.target_provider is None and r.target_model is None:
+        raise InvalidRequest("a rule needs an action: target_provider and/or target_model")
+    if not 1 <= r.split_percent <= 100:
+        raise InvalidRequest("split_percent must be between 1 and 100")
+    return r
+
+
+def validate_chain(chain: FallbackChain) -> FallbackChain:
+    if not chain.targets:
+        raise InvalidRequest("a fallback chain needs at least one target")
+    for t in chain.targets:
+        if t.provider not in REGISTRY:
+            raise InvalidRequest(f"{t.provider!r} is not a provider; valid values: {VALID_NAMES}")
+        if not t.model:
+            raise InvalidRequest("every fallback target needs a model")
+    if any(not 400 <= s <= 599 for s in chain.on_status):
+        raise InvalidRequest("on_status holds HTTP error statuses (400-599)")
+    return chain
 
 
 class LogPage(msgspec.Struct):
@@ -148,10 +211,11 @@ def log_filter(org_id: str, q: dict[str, str]) -> LogFilter:
 class AdminAPI:
     """Routes /admin/... requests."""
 
-    def __init__(self, settings: Settings, store: Store, control: ControlPlane) -> None:
+    def __init__(self, settings: Settings, store: Store, control: ControlPlane, health: Health) -> None:
         self._token = (settings.admin_token or "").encode()
         self._store = store
         self._control = control
+        self._health = health
 
     async def handle(self, scope: Any, proto: Any) -> None:
         try:
@@ -241,6 +305,7 @@ class AdminAPI:
         except StoreConflict as e:
             raise Conflict(str(e)) from None
         key, _ = await self._store.create_key(org.id)
+        await self._changed()
         self._json(proto, 201, OrgCreated(OrgOut.of(org), key))
 
     @route("GET", "/admin/orgs/{org}", admin_only=False)
@@ -259,6 +324,7 @@ class AdminAPI:
                 body.azure_endpoint if body.azure_endpoint is not None else org.azure_endpoint,
                 body.azure_api_version if body.azure_api_version is not None else org.azure_api_version,
             )
+        await self._changed()
         self._json(proto, 200, OrgOut.of(await self._org(org.id)))
 
     # --- keys ---------------------------------------------------------------
@@ -272,6 +338,7 @@ class AdminAPI:
     async def create_key(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
         org = await self._org(p["org"])
         key, entry = await self._store.create_key(org.id)
+        await self._changed()
         self._json(proto, 201, NewKey(key, entry.prefix))
 
     @route("POST", "/admin/orgs/{org}/keys/{prefix}/rotate")
@@ -279,12 +346,14 @@ class AdminAPI:
         org = await self._org(p["org"])
         await self._revoke(org.id, p["prefix"])
         key, entry = await self._store.create_key(org.id)
+        await self._changed()
         self._json(proto, 201, NewKey(key, entry.prefix, revoked=p["prefix"]))
 
     @route("DELETE", "/admin/orgs/{org}/keys/{prefix}")
     async def revoke_key(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
         org = await self._org(p["org"])
         await self._revoke(org.id, p["prefix"])
+        await self._changed()
         self._json(proto, 200, {"revoked": p["prefix"]})
 
     async def _revoke(self, org_id: str, prefix: str) -> None:
@@ -292,6 +361,108 @@ class AdminAPI:
             await self._store.revoke_key(org_id, prefix)
         except StoreMissing as e:
             raise NotFound(str(e)) from None
+
+    # --- routing rules ------------------------------------------------------
+
+    async def _changed(self) -> None:
+        """Apply a change to this instance at once (others follow within 1 s)."""
+        await self._control.refresh()
+
+    async def _rule(self, org_id: str, ref: str) -> Rule:
+        for r in await self._store.list_rules(org_id):
+            if ref in (r.id, r.name):
+                return r
+        raise NotFound(f"no rule {ref!r}")
+
+    @route("GET", "/admin/orgs/{org}/rules")
+    async def list_rules(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        self._json(proto, 200, {"data": await self._store.list_rules(org.id)})
+
+    @route("POST", "/admin/orgs/{org}/rules")
+    async def create_rule(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        body: RuleIn = await self._body(proto, RuleIn)
+        existing = await self._store.list_rules(org.id)
+        fields = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+        fields.setdefault("name", "")
+        fields.setdefault("priority", max((r.priority for r in existing), default=0) + 10)
+        rule = validate_rule(Rule(id="", org_id=org.id, **fields))
+        try:
+            created = await self._store.create_rule(rule)
+        except StoreConflict:
+            raise Conflict(f"a rule named {rule.name!r} already exists in this org") from None
+        await self._changed()
+        self._json(proto, 201, created)
+
+    @route("PATCH", "/admin/orgs/{org}/rules/{rule}")
+    async def update_rule(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        rule = await self._rule(org.id, p["rule"])
+        body: RuleIn = await self._body(proto, RuleIn)
+        raw = msgspec.json.decode(msgspec.json.encode(body))
+        # An explicit null clears a condition or target; an absent field keeps it.
+        updated = validate_rule(msgspec.structs.replace(rule, **raw))
+        try:
+            await self._store.update_rule(updated)
+        except StoreConflict:
+            raise Conflict(f"a rule named {updated.name!r} already exists in this org") from None
+        await self._changed()
+        self._json(proto, 200, updated)
+
+    @route("DELETE", "/admin/orgs/{org}/rules/{rule}")
+    async def delete_rule(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        rule = await self._rule(org.id, p["rule"])
+        await self._store.delete_rule(org.id, rule.id)
+        await self._changed()
+        self._json(proto, 200, {"deleted": rule.id})
+
+    @route("POST", "/admin/orgs/{org}/rules/reorder")
+    async def reorder_rules(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        body: ReorderIn = await self._body(proto, ReorderIn)
+        rules = await self._store.list_rules(org.id)
+        ids = [(await self._rule(org.id, ref)).id for ref in body.order]
+        if sorted(ids) != sorted(r.id for r in rules):
+            raise InvalidRequest("order must name every rule of the org exactly once")
+        await self._store.reorder_rules(org.id, ids)
+        await self._changed()
+        self._json(proto, 200, {"data": await self._store.list_rules(org.id)})
+
+    # --- fallbacks and health ---------------------------------------------
+
+    @route("GET", "/admin/orgs/{org}/fallbacks")
+    async def list_fallbacks(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        self._json(proto, 200, {"data": await self._store.list_fallbacks(org.id)})
+
+    @route("PUT", "/admin/orgs/{org}/fallbacks/{scope}")
+    async def set_fallback(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        body: FallbackIn = await self._body(proto, FallbackIn)
+        chain = validate_chain(
+            FallbackChain(
+                org_id=org.id, scope=p["scope"], targets=tuple(body.targets), on_status=tuple(body.on_status)
+            )
+        )
+        await self._store.set_fallback(chain)
+        await self._changed()
+        self._json(proto, 200, chain)
+
+    @route("DELETE", "/admin/orgs/{org}/fallbacks/{scope}")
+    async def delete_fallback(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        org = await self._org(p["org"])
+        try:
+            await self._store.delete_fallback(org.id, p["scope"])
+        except StoreMissing as e:
+            raise NotFound(str(e)) from None
+        await self._changed()
+        self._json(proto, 200, {"deleted": p["scope"]})
+
+    @route("GET", "/admin/health")
+    async def provider_health(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
+        self._json(proto, 200, {"data": self._health.table()})
 
     # --- request log --------------------------------------------------------
 

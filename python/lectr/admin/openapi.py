@@ -10,9 +10,30 @@ from typing import Any
 import msgspec
 
 from lectr import __version__
-from lectr.admin.api import ROUTES, KeyOut, LogPage, NewKey, OrgCreate, OrgCreated, OrgOut, OrgPatch
+from lectr.admin.api import (
+    ROUTES,
+    FallbackIn,
+    KeyOut,
+    LogPage,
+    NewKey,
+    OrgCreate,
+    OrgCreated,
+    OrgOut,
+    OrgPatch,
+    ReorderIn,
+    RuleIn,
+)
+from lectr.health import ProviderHealth
+from lectr.types import FallbackChain, Rule
 
-_BODIES: dict[str, type[Any]] = {"create_org": OrgCreate, "patch_org": OrgPatch}
+_BODIES: dict[str, type[Any]] = {
+    "create_org": OrgCreate,
+    "patch_org": OrgPatch,
+    "create_rule": RuleIn,
+    "update_rule": RuleIn,
+    "reorder_rules": ReorderIn,
+    "set_fallback": FallbackIn,
+}
 _RESPONSES: dict[str, tuple[int, type[Any] | None, str]] = {
     "list_orgs": (200, None, "{data: [Org]}"),
     "create_org": (201, OrgCreated, "the org and its first key (shown once)"),
@@ -24,6 +45,15 @@ _RESPONSES: dict[str, tuple[int, type[Any] | None, str]] = {
     "revoke_key": (200, None, "{revoked: prefix}"),
     "requests": (200, LogPage, "one page of the request log, newest first"),
     "requests_csv": (200, None, "the whole filtered log as RFC 4180 CSV, streamed"),
+    "list_rules": (200, None, "{data: [Rule]} in evaluation order"),
+    "create_rule": (201, Rule, "the new rule"),
+    "update_rule": (200, Rule, "the updated rule (null clears a field)"),
+    "delete_rule": (200, None, "{deleted: id}"),
+    "reorder_rules": (200, None, "{data: [Rule]} in the new order"),
+    "list_fallbacks": (200, None, "{data: [FallbackChain]}"),
+    "set_fallback": (200, FallbackChain, "the chain for a feature, or '*' for the org default"),
+    "delete_fallback": (200, None, "{deleted: scope}"),
+    "provider_health": (200, None, "{data: [ProviderHealth]} as seen by this instance"),
 }
 _LOG_PARAMS = [
     ("since", "Unix seconds or ISO 8601 (inclusive)"),
@@ -40,7 +70,21 @@ _LOG_PARAMS = [
 @functools.cache
 def document() -> bytes:
     _, components = msgspec.json.schema_components(
-        [OrgOut, KeyOut, NewKey, OrgCreate, OrgCreated, OrgPatch, LogPage],
+        [
+            OrgOut,
+            KeyOut,
+            NewKey,
+            OrgCreate,
+            OrgCreated,
+            OrgPatch,
+            LogPage,
+            Rule,
+            RuleIn,
+            ReorderIn,
+            FallbackChain,
+            FallbackIn,
+            ProviderHealth,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     paths: dict[str, dict[str, Any]] = {}

@@ -7,11 +7,11 @@ import base64
 import binascii
 import hashlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from lectr.config import Settings
-from lectr.types import ControlData, KeyEntry, LogFilter, OrgEntry, Record
+from lectr.types import ControlData, FallbackChain, KeyEntry, LogFilter, OrgEntry, Record, Rule
 
 KEY_PREFIX = "lc_key_"
 
@@ -95,6 +95,12 @@ def filter_sql(f: LogFilter, param: str) -> tuple[str, list[Any]]:
 class Store(Protocol):
     """What the gateway needs from a database."""
 
+    @property
+    def notifications(self) -> Callable[[], AsyncIterator[None]] | None:
+        """Yields once per control-plane change made anywhere (any instance,
+        any process); None when the backend cannot notify (callers poll)."""
+        ...
+
     async def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied."""
         ...
@@ -151,6 +157,22 @@ class Store(Protocol):
     async def maintain(self) -> None:
         """Periodic housekeeping (PostgreSQL: create partitions ahead)."""
         ...
+
+    async def list_rules(self, org_id: str) -> list[Rule]: ...
+
+    async def create_rule(self, rule: Rule) -> Rule: ...
+
+    async def update_rule(self, rule: Rule) -> None: ...
+
+    async def delete_rule(self, org_id: str, rule_id: str) -> None: ...
+
+    async def reorder_rules(self, org_id: str, rule_ids: list[str]) -> None: ...
+
+    async def list_fallbacks(self, org_id: str | None = None) -> list[FallbackChain]: ...
+
+    async def set_fallback(self, chain: FallbackChain) -> None: ...
+
+    async def delete_fallback(self, org_id: str, scope: str) -> None: ...
 
 
 def open_store(settings: Settings) -> Store:

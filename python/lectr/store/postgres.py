@@ -70,6 +70,7 @@ class PostgresStore(RulesMixin):
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
+        self._url = url
         # check= validates a pooled connection before use, so a restarted
         # server costs one failed batch, not a pool of dead connections.
         self._pool = AsyncConnectionPool(
@@ -82,6 +83,15 @@ class PostgresStore(RulesMixin):
             check=AsyncConnectionPool.check_connection,
         )
         self._opened = False
+
+    async def notifications(self) -> AsyncIterator[None]:
+        """One item per control change (NOTIFY lectr_control), on a dedicated
+        connection; ends with an error when that connection is lost."""
+        conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=3)
+        async with conn:
+            await conn.execute("LISTEN lectr_control")
+            async for _ in conn.notifies():
+                yield None
 
     async def _open(self) -> AsyncConnectionPool:
         if not self._opened:

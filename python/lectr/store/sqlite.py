@@ -59,6 +59,8 @@ def _migrations() -> list[tuple[int, str]]:
 class SQLiteStore(RulesMixin):
     """Store backed by an SQLite file (safe across processes: WAL + busy timeout)."""
 
+    notifications = None  # other processes' changes are found by polling
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lectr-sqlite")

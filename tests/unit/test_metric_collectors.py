@@ -1,0 +1,202 @@
+"""The metric collectors in one process: what one finished request adds, the
+label caps, the health outcome of a record, the writer counter sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lectr.metrics import LabelCap, Metrics, upstream_outcome
+from lectr.types import Record
+
+
+def record(**kw: Any) -> Record:
+    base: dict[str, Any] = {
+        "id": "r",
+        "ts": 0.0,
+        "org_id": "org_1",
+        "endpoint": "/v1/chat/completions",
+        "provider": "openai",
+        "model_requested": "gpt-4o-mini",
+        "model_actual": "gpt-4o-mini",
+        "status_code": 200,
+        "latency_ms": 30.0,
+        "ttfb_ms": 10.0,
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "cached_tokens": 40,
+        "token_source": "provider",
+        "cost_usd": 0.5,
+        "feature": "search",
+    }
+    return Record(**(base | kw))
+
+
+def values(m: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    body, content_type = m.render()
+    assert content_type.startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+    }
+
+
+def get(m: Metrics, name: str, **labels: str) -> float:
+    return sum(
+        v for (n, lab), v in values(m).items() if n == name and set(labels.items()) <= set(dict(lab).items())
+    )
+
+
+@pytest.fixture
+def metrics(monkeypatch: pytest.MonkeyPatch) -> Metrics:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    return Metrics(lambda: 0)
+
+
+def test_one_request_is_one_update_of_each_family(metrics: Metrics) -> None:
+    metrics.observe(record(), upstream_ms=25.0)
+    assert get(metrics, "lectr_requests_total", feature="search", status_class="2xx", task="none") == 1
+    assert get(metrics, "lectr_request_duration_seconds_count") == 1
+    assert get(metrics, "lectr_request_duration_seconds_sum") == pytest.approx(0.030)
+    assert get(metrics, "lectr_time_to_first_byte_seconds_sum") == pytest.approx(0.010)
+    assert get(metrics, "lectr_gateway_overhead_seconds_sum") == pytest.approx(0.005)
+    assert get(metrics, "lectr_upstream_requests_total", provider="openai", outcome="success") == 1
+    assert get(metrics, "lectr_tokens_total", kind="prompt") == 100
+    assert get(metrics, "lectr_tokens_total", kind="completion") == 20
+    assert get(metrics, "lectr_tokens_total", kind="cached") == 40
+    assert get(metrics, "lectr_cost_usd_total") == 0.5
+    assert get(metrics, "lectr_errors_total") == 0
+    assert get(metrics, "lectr_unpriced_requests_total") == 0
+
+
+def test_requests_that_never_reached_a_provider_add_no_upstream_figures(metrics: Metrics) -> None:
+    metrics.observe(
+        record(
+            status_code=400,
+            error_category="invalid_request",
+            error_source="proxy",
+            cost_usd=None,
+            prompt_tokens=None,
+            completion_tokens=None,
+            cached_tokens=None,
+            model_actual=None,
+        ),
+        upstream_ms=None,
+    )
+    assert get(metrics, "lectr_requests_total", model="none", status_class="4xx") == 1
+    assert get(metrics, "lectr_errors_total", category="invalid_request", source="proxy") == 1
+    assert get(metrics, "lectr_upstream_requests_total") == 0
+    assert get(metrics, "lectr_gateway_overhead_seconds_count") == 0
+    assert get(metrics, "lectr_unpriced_requests_total") == 0  # no usage: nothing to price
+
+
+def test_unpriced_is_counted_not_free(metrics: Metrics) -> None:
+    metrics.observe(record(model_actual="acme-1", cost_usd=None), upstream_ms=1.0)
+    assert get(metrics, "lectr_unpriced_requests_total", model="acme-1") == 1
+    assert get(metrics, "lectr_cost_usd_total") == 0
+
+
+def test_control_plane_counters_fill_from_the_record(metrics: Metrics) -> None:
+    metrics.observe(
+        record(rule_id="rule_7", fallback_used="anthropic/claude-3-5-haiku", provider="anthropic"),
+        upstream_ms=5.0,
+    )
+    metrics.observe(
+        record(status_code=429, error_category="budget_exceeded", error_source="proxy", cost_usd=None),
+        upstream_ms=None,
+    )
+    assert get(metrics, "lectr_rule_hits_total", org="org_1", rule="rule_7") == 1
+    assert get(metrics, "lectr_fallbacks_total", org="org_1", provider="anthropic") == 1
+    assert get(metrics, "lectr_rejections_total", reason="budget_exceeded") == 1
+    # The org's other reasons exist at zero from its first request on.
+    assert (
+        "lectr_rejections_total",
+        frozenset({("org", "org_1"), ("reason", "rate_limit_exceeded")}),
+    ) in values(metrics)
+    metrics.set_budget_states({"ok": 3, "hard_exceeded": 1})
+    assert get(metrics, "lectr_budgets", state="ok") == 3
+    assert get(metrics, "lectr_budgets", state="soft_exceeded") == 0
+    assert get(metrics, "lectr_budgets", state="hard_exceeded") == 1
+
+
+def test_families_without_samples_are_still_described(metrics: Metrics) -> None:
+    body = metrics.render()[0].decode()
+    for name in ("lectr_rule_hits_total", "lectr_fallbacks_total", "lectr_requests_total"):
+        assert f"# TYPE {name} counter" in body
+    assert "_created" not in body
+
+
+def test_label_cap_admits_the_first_values_only() -> None:
+    cap = LabelCap(2, always=("untagged",))
+    assert [cap(v) for v in ("a", "b", "c", "a", "untagged", "d", "b")] == [
+        "a",
+        "b",
+        "other",
+        "a",
+        "untagged",
+        "other",
+        "b",
+    ]
+
+
+def test_tasks_outside_the_known_set_are_other(metrics: Metrics) -> None:
+    metrics.observe(record(task="classification"), upstream_ms=1.0)
+    metrics.observe(record(task="poetry"), upstream_ms=1.0)
+    assert get(metrics, "lectr_requests_total", task="classification") == 1
+    assert get(metrics, "lectr_requests_total", task="other") == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "outcome"),
+    [
+        ({}, "success"),
+        ({"status_code": 400, "error_category": "bad_request", "error_source": "provider"}, "client_error"),
+        ({"status_code": 429, "error_category": "rate_limited", "error_source": "provider"}, "rate_limited"),
+        ({"status_code": 503, "error_category": "server_error", "error_source": "provider"}, "server_error"),
+        (
+            {"status_code": 502, "error_category": "provider_unreachable", "error_source": "network"},
+            "network_error",
+        ),
+        (
+            {"status_code": 200, "error_category": "stream_interrupted", "error_source": "network"},
+            "network_error",
+        ),
+        ({"status_code": 499, "error_category": "client_closed", "error_source": "client"}, "cancelled"),
+    ],
+)
+def test_upstream_outcome(kw: dict[str, Any], outcome: str) -> None:
+    assert upstream_outcome(record(**kw)) == outcome
+
+
+def test_writer_counters_sync_by_difference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    counts = {"queued": 5, "written": 3, "failures": 1}
+    depth = [2]
+    m = Metrics(lambda: depth[0], lambda: counts)
+    m.sync()
+    counts = {"queued": 9, "written": 9, "failures": 1, "spilled": 4}
+    depth[0] = 0
+    m.sync()
+    assert get(m, "lectr_writer_records_total", outcome="queued") == 9
+    assert get(m, "lectr_writer_records_total", outcome="written") == 9
+    assert get(m, "lectr_writer_records_total", outcome="spilled") == 4
+    assert get(m, "lectr_writer_records_total", outcome="dropped") == 0
+    assert get(m, "lectr_writer_failures_total") == 1
+    assert get(m, "lectr_writer_queue_depth") == 0
+
+
+def test_inflight_gauges(metrics: Metrics) -> None:
+    metrics.inflight(1)
+    metrics.stream_started()
+    assert get(metrics, "lectr_inflight_requests") == 1
+    assert get(metrics, "lectr_inflight_streams") == 1
+    metrics.stream_ended()
+    metrics.inflight(-1)
+    assert get(metrics, "lectr_inflight_requests") == 0
+    assert get(metrics, "lectr_inflight_streams") == 0
+    metrics.auth_rejected("invalid_lectr_key")
+    assert get(metrics, "lectr_auth_rejections_total", code="invalid_lectr_key") == 1
+    assert get(metrics, "lectr_auth_rejections_total", code="missing_lectr_key") == 0
