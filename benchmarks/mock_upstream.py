@@ -15,6 +15,8 @@ per-request instructions from `x-mock-*` headers:
 | x-mock-reset-after: 3   | abort the connection after that many chunks         |
 | x-mock-no-usage: 1      | never report usage (tests token estimation)         |
 | x-mock-cached: 4        | report that many cached prompt tokens               |
+| x-mock-only-path: /groq | apply the x-mock-* headers only to paths that start |
+|                         | with this prefix (to fail one provider of several)  |
 
 Usage is deterministic: prompt_tokens = len(body) // 4, completion_tokens =
 number of content chunks. Streams include usage only when the request asks
@@ -41,6 +43,9 @@ WORDS = ["Hello", " from", " the", " mock", " provider", "."]
 
 
 def _num(request: web.Request, name: str, default: float) -> float:
+    only = request.headers.get("x-mock-only-path")
+    if only and not request.path.startswith(only):
+        return default
     v = request.headers.get(name)
     return float(v) if v else default
 
@@ -84,7 +89,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             {"error": {"message": "bad json", "type": "invalid_request_error"}}, status=400
         )
     model = body.get("model", "unknown")
-    no_usage = request.headers.get("x-mock-no-usage") == "1"
+    no_usage = _num(request, "x-mock-no-usage", 0) == 1
     cached = int(_num(request, "x-mock-cached", 0))
     prompt_tokens = len(raw) // 4
     created = 1_700_000_000  # fixed, so responses are byte-comparable
