@@ -18,6 +18,7 @@ import msgspec
 
 from lectr.config import ConfigError, Settings, load, masked
 from lectr.store import Store, StoreError, open_store
+from lectr.types import DEFAULT_FALLBACK_STATUSES, FallbackChain, Rule, Target
 
 Handler = Callable[[Store, argparse.Namespace], Awaitable[None]]
 
@@ -169,6 +170,145 @@ async def _log(store: Store, a: argparse.Namespace) -> None:
         print(f"more: --cursor {cursor}")
 
 
+async def _rules_list(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    _table(
+        [
+            [
+                r.name,
+                str(r.priority),
+                "on" if r.enabled else "off",
+                " AND ".join(
+                    f"{k}={v}"
+                    for k, v in (
+                        ("feature", r.match_feature),
+                        ("task", r.match_task),
+                        ("provider", r.match_provider),
+                        ("model", r.match_model),
+                    )
+                    if v
+                )
+                or "*",
+                "/".join(x for x in (r.target_provider, r.target_model) if x),
+                f"{r.split_percent}%",
+                r.id,
+            ]
+            for r in await store.list_rules(org.id)
+        ],
+        ["NAME", "PRIORITY", "STATE", "WHEN", "THEN", "SPLIT", "ID"],
+    )
+
+
+def _rule_fields(a: argparse.Namespace) -> dict[str, Any]:
+    names = (
+        "priority",
+        "match_feature",
+        "match_task",
+        "match_provider",
+        "match_model",
+        "target_provider",
+        "target_model",
+        "split_percent",
+    )
+    return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
+
+
+async def _find_rule(store: Store, org_id: str, ref: str) -> Rule:
+    for r in await store.list_rules(org_id):
+        if ref in (r.id, r.name):
+            return r
+    raise StoreError(f"no rule {ref!r}")
+
+
+async def _rules_add(store: Store, a: argparse.Namespace) -> None:
+    from lectr.admin.api import validate_rule
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    fields = _rule_fields(a)
+    fields.setdefault("priority", max((r.priority for r in await store.list_rules(org.id)), default=0) + 10)
+    try:
+        rule = validate_rule(Rule(id="", org_id=org.id, name=a.name, **fields))
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    created = await store.create_rule(rule)
+    print(f"rule {created.name} ({created.id}) added at priority {created.priority}")
+
+
+async def _rules_update(store: Store, a: argparse.Namespace) -> None:
+    from lectr.admin.api import validate_rule
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    rule = await _find_rule(store, org.id, a.rule)
+    changes = _rule_fields(a)
+    if a.command in ("enable", "disable"):
+        changes["enabled"] = a.command == "enable"
+    try:
+        updated = validate_rule(msgspec.structs.replace(rule, **changes))
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    await store.update_rule(updated)
+    print(f"rule {updated.name} updated ({'on' if updated.enabled else 'off'})")
+
+
+async def _rules_delete(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    rule = await _find_rule(store, org.id, a.rule)
+    await store.delete_rule(org.id, rule.id)
+    print(f"rule {rule.name} deleted")
+
+
+async def _rules_reorder(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    ids = [(await _find_rule(store, org.id, ref)).id for ref in a.rules]
+    if sorted(ids) != sorted(r.id for r in await store.list_rules(org.id)):
+        raise StoreError("name every rule of the org exactly once, first = evaluated first")
+    await store.reorder_rules(org.id, ids)
+    await _rules_list(store, a)
+
+
+async def _fallbacks_list(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    _table(
+        [
+            [
+                c.scope,
+                " -> ".join(f"{t.provider}/{t.model}" for t in c.targets),
+                ",".join(map(str, c.on_status)),
+            ]
+            for c in await store.list_fallbacks(org.id)
+        ],
+        ["SCOPE", "TARGETS", "ON STATUS"],
+    )
+
+
+async def _fallbacks_set(store: Store, a: argparse.Namespace) -> None:
+    from lectr.admin.api import validate_chain
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    targets = []
+    for t in a.targets:
+        provider, _, model = t.partition("/")
+        targets.append(Target(provider, model))
+    statuses = tuple(int(x) for x in a.on_status.split(",")) if a.on_status else DEFAULT_FALLBACK_STATUSES
+    try:
+        chain = validate_chain(
+            FallbackChain(org_id=org.id, scope=a.feature or "*", targets=tuple(targets), on_status=statuses)
+        )
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    await store.set_fallback(chain)
+    print(f"fallback for {chain.scope}: " + " -> ".join(f"{t.provider}/{t.model}" for t in chain.targets))
+
+
+async def _fallbacks_delete(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    await store.delete_fallback(org.id, a.feature or "*")
+    print(f"fallback for {a.feature or '*'} deleted")
+
+
 async def _migrate(store: Store, a: argparse.Namespace) -> None:
     applied = await store.migrate()
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "database is up to date")
@@ -262,6 +402,62 @@ def _parser() -> argparse.ArgumentParser:
         k.add_argument("org")
         k.add_argument("prefix", help="the key's prefix as `keys list` shows it")
         k.set_defaults(run=fn)
+    rules = sub.add_parser("rules", help="routing rules").add_subparsers(dest="command", required=True)
+    rl = rules.add_parser("list", help="an org's rules in evaluation order")
+    rl.add_argument("org")
+    rl.set_defaults(run=_rules_list)
+
+    def rule_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--priority", type=int, help="lower runs first (default: after the last rule)")
+        for cond in ("feature", "task", "provider", "model"):
+            parser.add_argument(f"--when-{cond}", dest=f"match_{cond}", help=f"match this {cond} exactly")
+        parser.add_argument(
+            "--provider", dest="target_provider", help="send matching requests to this provider"
+        )
+        parser.add_argument("--model", dest="target_model", help="rewrite the model to this")
+        parser.add_argument("--split", dest="split_percent", type=int, help="only this % of matches (1-100)")
+
+    ra = rules.add_parser("add", help="add a rule")
+    ra.add_argument("org")
+    ra.add_argument("name")
+    rule_options(ra)
+    ra.set_defaults(run=_rules_add)
+    ru = rules.add_parser("update", help="change a rule")
+    ru.add_argument("org")
+    ru.add_argument("rule", help="rule name or id")
+    rule_options(ru)
+    ru.set_defaults(run=_rules_update)
+    for verb in ("enable", "disable"):
+        rv = rules.add_parser(verb, help=f"{verb} a rule")
+        rv.add_argument("org")
+        rv.add_argument("rule")
+        rv.set_defaults(run=_rules_update)
+    rd = rules.add_parser("delete", help="delete a rule")
+    rd.add_argument("org")
+    rd.add_argument("rule")
+    rd.set_defaults(run=_rules_delete)
+    ro = rules.add_parser("reorder", help="set the evaluation order (every rule, first = first)")
+    ro.add_argument("org")
+    ro.add_argument("rules", nargs="+")
+    ro.set_defaults(run=_rules_reorder)
+
+    fb = sub.add_parser("fallbacks", help="failover paths").add_subparsers(dest="command", required=True)
+    fl = fb.add_parser("list", help="an org's fallback chains")
+    fl.add_argument("org")
+    fl.set_defaults(run=_fallbacks_list)
+    fs = fb.add_parser("set", help="set the failover path (tried in order after the primary fails)")
+    fs.add_argument("org")
+    fs.add_argument("targets", nargs="+", metavar="PROVIDER/MODEL")
+    fs.add_argument("--feature", help="only for this feature (default: the org's default chain)")
+    fs.add_argument(
+        "--on-status", help="statuses that fail over, comma-separated (default 429,500,502,503,504)"
+    )
+    fs.set_defaults(run=_fallbacks_set)
+    fd = fb.add_parser("delete", help="remove a fallback chain")
+    fd.add_argument("org")
+    fd.add_argument("--feature")
+    fd.set_defaults(run=_fallbacks_delete)
+
     lg = sub.add_parser("log", help="show or export an org's request log (newest first)")
     lg.add_argument("org")
     for name, what in (

@@ -253,3 +253,23 @@ def test_two_instances_share_live_config(tmp_root: Path, mock: Mock, postgres: P
         assert within(1.0, lambda: post(b, key, CHAT).status_code == 401) < 1.0
         assert post(a, key, CHAT).status_code == 401
         within(1.0, lambda: post(b, new, CHAT).status_code == 200)
+
+
+def test_cli_rules_and_fallbacks_reach_the_running_gateway(gateway: Gateway, mock: Mock) -> None:
+    key = gateway.create_org("cli-rules")
+    within(3, lambda: post(gateway, key, CHAT).status_code == 200)
+    out = gateway.cli("rules", "add", "cli-rules", "mini", "--when-feature", "cli", "--model", "gpt-4.1-mini")
+    assert "added at priority 10" in out
+    assert "feature=cli" in gateway.cli("rules", "list", "cli-rules")
+
+    def model() -> str:
+        post(gateway, key, {**CHAT, "model": "gpt-4o"}, **{"X-Lectr-Feature": "cli"})
+        return str(json.loads(mock.requests()[-1]["body"])["model"])
+
+    within(2, lambda: model() == "gpt-4.1-mini")
+    gateway.cli("rules", "disable", "cli-rules", "mini")
+    within(2, lambda: model() == "gpt-4o")
+    with pytest.raises(RuntimeError, match="not a provider"):
+        gateway.cli("rules", "add", "cli-rules", "bad", "--provider", "bedrock")
+    gateway.cli("fallbacks", "set", "cli-rules", "openai/gpt-4o-mini", "--on-status", "500")
+    assert "openai/gpt-4o-mini" in gateway.cli("fallbacks", "list", "cli-rules")
