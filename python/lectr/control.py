@@ -7,14 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 import msgspec
 
-from lectr.routing import compile_rules
 from lectr.store import Store
 from lectr.types import ControlData, FallbackChain, KeyEntry, OrgEntry, Rule
 
 log = logging.getLogger("lectr.control")
+
+
+def compile_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
+    """An org's rules as the request path evaluates them: enabled only, in
+    priority order (ties by age), as an immutable tuple."""
+    return tuple(sorted((r for r in rules if r.enabled), key=lambda r: (r.priority, r.created_at, r.id)))
 
 
 class Snapshot(msgspec.Struct, frozen=True):

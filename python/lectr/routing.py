@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import msgspec
 
@@ -21,11 +21,6 @@ class Route(msgspec.Struct, frozen=True):
     provider: str
     model: str | None
     rule_id: str | None = None
-
-
-def compile_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
-    """An org's rules as evaluated: enabled only, in priority order."""
-    return tuple(sorted((r for r in rules if r.enabled), key=lambda r: (r.priority, r.created_at, r.id)))
 
 
 def _matches(r: Rule, feature: str, task: str | None, provider: str, model: str | None) -> bool:
@@ -45,7 +40,8 @@ def apply(
     model: str | None,
     roll: Callable[[], float] = random.random,
 ) -> Route:
-    """The route for a request. A rule with `split_percent` < 100 takes that
+    """The route for a request, given the org's enabled rules in priority
+    order (as `control.compile_rules` keeps them). A rule with `split_percent` < 100 takes that
     share of its matches (by `roll()` in [0, 1)); the rest go on down the list.
     Routing never fails a request: any error means passthrough."""
     passthrough = Route(provider, model)

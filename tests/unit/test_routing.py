@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lectr import routing
+from lectr.control import compile_rules
 from lectr.health import Health
 from lectr.types import Rule
 
@@ -13,7 +14,7 @@ def rule(name: str, priority: int, **kw: object) -> Rule:
     return Rule(id=name, org_id="o", name=name, priority=priority, **kw)  # type: ignore[arg-type]
 
 
-RULES = routing.compile_rules(
+RULES = compile_rules(
     [
         rule("chat-mini", 10, match_feature="chat", target_model="gpt-4o-mini"),
         rule("off", 5, match_feature="chat", target_model="never", enabled=False),
@@ -53,12 +54,12 @@ def test_rule_table(
 
 
 def test_wildcard_rule_matches_everything() -> None:
-    rules = routing.compile_rules([rule("all", 1, target_model="m")])
+    rules = compile_rules([rule("all", 1, target_model="m")])
     assert routing.apply(rules, "any", None, "openai", "x").rule_id == "all"
 
 
 def test_split_sends_a_share_and_lets_the_rest_fall_through() -> None:
-    rules = routing.compile_rules(
+    rules = compile_rules(
         [rule("canary", 1, target_model="new", split_percent=10), rule("rest", 2, target_model="old")]
     )
     assert routing.apply(rules, "f", None, "openai", "m", roll=lambda: 0.05).model == "new"
@@ -71,7 +72,7 @@ def test_evaluation_error_passes_through() -> None:
     def broken() -> float:
         raise RuntimeError("boom")
 
-    rules = routing.compile_rules([rule("split", 1, target_model="new", split_percent=50)])
+    rules = compile_rules([rule("split", 1, target_model="new", split_percent=50)])
     r = routing.apply(rules, "f", None, "openai", "m", roll=broken)
     assert (r.provider, r.model, r.rule_id) == ("openai", "m", None)
 
