@@ -1,5 +1,4 @@
-"""A real Prometheus (Debian's package, installed here if missing) on a free
-port, scraping given targets every second, and its HTTP query API."""
+"""A real Prometheus for the tests: Debian's package (installed if missing) on a free port."""
 
 from __future__ import annotations
 

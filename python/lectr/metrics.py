@@ -1,7 +1,8 @@
-"""Prometheus metrics: updated once per request (never per chunk) from the
-finished Record, plus pipeline gauges and counters synced in the background.
+"""Prometheus collectors: one update per finished request, shared by all worker processes.
 
-Every family, its labels and its meaning (`lectr_` prefix omitted):
+Request metrics come from the finished Record (never per chunk); pipeline
+gauges and counters are synced in the background. Every family, its labels
+and its meaning (`lectr_` prefix omitted):
 
 ```
 requests_total                    org feature task provider model model_requested status_class

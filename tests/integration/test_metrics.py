@@ -1,6 +1,4 @@
-"""Metrics and dashboards end to end: mixed traffic through a two-worker
-`lectr serve` to the mock provider, scraped by a real Prometheus; every
-dashboard query evaluated there, and `/metrics` checked against the store."""
+"""Metrics and dashboards end to end: two-worker gateway, mock provider, real Prometheus, the store."""
 
 from __future__ import annotations
 
@@ -183,8 +181,9 @@ def send_mix(gw: Gateway, acme: str, globex: str) -> int:
         _post(gw, acme, {"messages": []}, **{f: "chat"}),  # no model: the gateway's 400
         _post(gw, globex, chat("gpt-4o-mini"), **{f: "search", t: "extraction"}),
         _post(gw, globex, chat("gpt-4o-mini"), **{f: "search", "X-Lectr-Provider": "azure"}),  # refused
+        _post(gw, globex, chat("gpt-4o-mini"), **{f: "failover", "X-Lectr-Provider": "azure"}),  # fallback
     ]
-    assert codes == [200, 200, 200, 200, 200, 200, 200, 500, 429, 400, 400, 200, 502], codes
+    assert codes == [200, 200, 200, 200, 200, 200, 200, 500, 429, 400, 400, 200, 502, 200], codes
     assert httpx.get(gw.url + "/v1/models", headers={"X-Lectr-Key": acme}).status_code == 200
     _stream(gw, acme, chat("gpt-4o-mini"), **{f: "chat", t: "generation", "x-mock-chunks": "40"})
     _stream(
@@ -223,7 +222,6 @@ class Stack:
     gw: Gateway
     prom: Prometheus
     mp_dir: Path
-    acme: str
     requests: int
 
 
@@ -243,9 +241,24 @@ def stack(tmp_root: Path, mock: Mock) -> Iterator[Stack]:
         "--api-version",
         "2024-10-21",
     )
+    # A rule sends summaries to a cheaper model; globex fails over from Azure to OpenAI.
+    gw.cli(
+        "rules",
+        "add",
+        "acme-metrics",
+        "cheaper-summaries",
+        "--when-feature",
+        "summarise",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-4.1-nano",
+    )
+    gw.cli("fallbacks", "set", "globex-metrics", "--feature", "failover", "openai/gpt-4o-mini")
     gw.start()
-    prom = Prometheus(tmp_root, [f"127.0.0.1:{gw.port}"])
+    prom: Prometheus | None = None
     try:
+        prom = Prometheus(tmp_root, [f"127.0.0.1:{gw.port}"])
         prom.wait_for('up{job="lectr"}', lambda v: v == 1)
         # Two rounds: the first creates every series, the second moves them,
         # so rates over the window are real increases, not first sightings.
@@ -259,9 +272,10 @@ def stack(tmp_root: Path, mock: Mock) -> Iterator[Stack]:
             assert _post(gw, acme, chat("gpt-4o-mini"), **{"X-Lectr-Feature": "search"}) == 200
             n += 1
         wait_consistent(gw, prom, n)
-        yield Stack(gw, prom, mp_dir, acme, n)
+        yield Stack(gw, prom, mp_dir, n)
     finally:
-        prom.stop()
+        if prom is not None:
+            prom.stop()
         gw.stop()
 
 
@@ -282,7 +296,8 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
     assert (stack.prom.scalar(substitute(_expr("overview", "Cost / hour"))) or 0) > 0
     assert 0 < (stack.prom.scalar(substitute(_expr("overview", "Error rate"))) or 0) < 1
     assert 0 < (stack.prom.scalar(substitute(_expr("features", "Untagged share"))) or 0) < 1
-    assert stack.prom.scalar(substitute(_expr("overview", "Routed by rules"))) == 0
+    assert 0 < (stack.prom.scalar(substitute(_expr("overview", "Routed by rules"))) or 0) < 1
+    assert (stack.prom.scalar(substitute(_expr("overview", "Fallbacks taken"))) or 0) > 0
     health = {
         r["metric"]["provider"]: float(r["value"][1])
         for r in stack.prom.query(substitute(_expr("providers", "Provider execution", "D")))
@@ -364,6 +379,11 @@ def test_counters_agree_with_the_store(stack: Stack) -> None:
         (r["error_category"], r["error_source"]) for r in recs if r["error_category"]
     )
     assert by(ss, "lectr_request_duration_seconds_count", "org") == Counter((r["org_id"],) for r in recs)
+    assert by(ss, "lectr_rule_hits_total", "rule") == Counter((r["rule_id"],) for r in recs if r["rule_id"])
+    assert by(ss, "lectr_fallbacks_total", "provider") == Counter(
+        (r["provider"],) for r in recs if r["fallback_used"]
+    )
+    assert any(r["model_requested"] != r["model_actual"] for r in recs if r["rule_id"])
     assert total(ss, "lectr_auth_rejections_total") == 4  # two per round
     assert total(ss, "lectr_rejections_total") == 0  # no policy yet: series exist at zero
     assert {lab["reason"] for n, lab, _ in ss if n == "lectr_rejections_total"} == {

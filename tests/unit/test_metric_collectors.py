@@ -1,5 +1,4 @@
-"""The metric collectors in one process: what one finished request adds, the
-label caps, the health outcome of a record, the writer counter sync."""
+"""The metric collectors in one process, fed Records directly."""
 
 from __future__ import annotations
 
