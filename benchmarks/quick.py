@@ -52,9 +52,30 @@ def wrk(url: str, conns: int, seconds: int, script: Path, key: str) -> dict[str,
     }
 
 
+def _bulk_rules(gw: Gateway, n: int) -> None:
+    """Insert `n` rules straight into the SQLite file (the CLI is one process
+    per rule; this is a benchmark fixture, not a code path)."""
+    import sqlite3
+    import time as _t
+
+    db = sqlite3.connect(gw.data_dir / "lectr.db")
+    org = db.execute("SELECT id FROM orgs WHERE name = 'bench'").fetchone()[0]
+    db.executemany(
+        "INSERT INTO routing_rules (id, org_id, name, priority, enabled, match_feature, target_model, "
+        "split_percent, created_at) VALUES (?, ?, ?, ?, 1, ?, 'gpt-4o-mini', 100, ?)",
+        [(f"rule_b{i}", org, f"r{i}", (i + 1) * 10, f"feature-{i}", _t.time()) for i in range(n)],
+    )
+    db.execute("UPDATE control_version SET version = version + 1")
+    db.commit()
+    db.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=int, default=10)
+    p.add_argument(
+        "--rules", type=int, default=0, help="routing rules to load (none match the bench traffic)"
+    )
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lectr-quick-"))
     script = tmp / "post.lua"
@@ -62,6 +83,9 @@ def main() -> None:
     mock = Mock(tmp)
     gw = Gateway(tmp, mock, LECTR_LOG_LEVEL="warning")
     key = gw.create_org("bench")
+    if a.rules:
+        # Worst case for evaluation: every rule is checked and none matches.
+        _bulk_rules(gw, a.rules)
     gw.start()
     rows = []
     try:
@@ -72,7 +96,10 @@ def main() -> None:
     finally:
         gw.stop()
         mock.proc.terminate()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {a.seconds}s per run, mock = aiohttp\n")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {a.seconds}s per run, mock = aiohttp, "
+        f"{a.rules} routing rules loaded\n"
+    )
     print("| conns | target | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | non-2xx |")
     print("|---|---|---|---|---|---|---|---|")
     for conns, d, g in rows:

@@ -137,8 +137,10 @@ def export_rss(url: str, org_rows: int) -> tuple[int, int, int, float]:
     org_id = gw.cli("orgs", "list").splitlines()[1].split()[0]
     with psycopg.connect(url, autocommit=True) as c:
         # Five of the 50 synthetic orgs make one org of ~1 M rows (at 10 M).
-        c.execute("UPDATE requests SET org_id = %s WHERE org_id IN ('org_1', 'org_2', 'org_3', 'org_4', 'org_5')",
-                  (org_id,))
+        c.execute(
+            "UPDATE requests SET org_id = %s WHERE org_id IN ('org_1', 'org_2', 'org_3', 'org_4', 'org_5')",
+            (org_id,),
+        )
         n = c.execute("SELECT count(*) FROM requests WHERE org_id = %s", (org_id,)).fetchone()[0]  # type: ignore[index]
     gw.start()
     assert gw.proc is not None

@@ -21,13 +21,15 @@ import msgspec
 from lectr import _core
 from lectr.admin import AdminAPI
 from lectr.config import Settings, load
-from lectr.control import ControlPlane
+from lectr.control import ControlPlane, Snapshot
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
 from lectr.health import Health
 from lectr.metrics import Metrics
+from lectr.policy import Policy
 from lectr.pricing import PriceTable
 from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
 from lectr.store import open_store
+from lectr.webhooks import WebhookSender
 from lectr.writer import RecordWriter
 
 log = logging.getLogger("lectr.app")
@@ -70,6 +72,17 @@ class App:
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
         )
+        prices = PriceTable.load(self.settings.prices_file)
+        self.webhooks = WebhookSender(self.upstream, self.settings.budget_webhook_url)
+        self.policy = Policy(
+            prices,
+            self.settings.redis_url,
+            self.settings.redis_timeout,
+            self.settings.policy_fail_open,
+            self.settings.budget_default_max_tokens,
+            on_alert=self.webhooks.send,
+        )
+        self.control.listeners.append(self._on_snapshot)
         self.health = Health(self.settings.breaker_failure_threshold, self.settings.breaker_cooldown)
         self.metrics = Metrics(
             lambda: self.writer.depth,
@@ -81,9 +94,10 @@ class App:
             self.control,
             self.writer,
             self.upstream,
-            PriceTable.load(self.settings.prices_file),
+            prices,
             self.metrics,
             self.health,
+            self.policy,
         )
         self.admin = AdminAPI(self.settings, self.store, self.control, self.health)
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,7 +110,18 @@ class App:
             asyncio.ensure_future(self.control.run()),
             asyncio.ensure_future(self.metrics.run()),
             asyncio.ensure_future(self._housekeeping()),
+            asyncio.ensure_future(self.webhooks.run()),
         ]
+
+    async def _on_snapshot(self, snap: Snapshot) -> None:
+        """Re-configure the policy engine; seed budget spend from the log."""
+        self.policy.configure(snap.budgets, snap.rate_limits, snap.latency_targets)
+        try:
+            await self.policy.seed(self.store)
+        except Exception as e:
+            log.warning(
+                "could not seed budget spend (%s); counters start from their current value", type(e).__name__
+            )
 
     async def _housekeeping(self, every: float = 3600.0) -> None:
         """Create partitions ahead and enforce retention, hourly (idempotent,

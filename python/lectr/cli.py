@@ -415,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
             "--provider", dest="target_provider", help="send matching requests to this provider"
         )
         parser.add_argument("--model", dest="target_model", help="rewrite the model to this")
-        parser.add_argument("--split", dest="split_percent", type=int, help="only this % of matches (1-100)")
+        parser.add_argument("--split", dest="split_percent", type=int, help="only this %% of matches (1-100)")
 
     ra = rules.add_parser("add", help="add a rule")
     ra.add_argument("org")

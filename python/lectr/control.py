@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
 from lectr.store import Store
-from lectr.types import ControlData, FallbackChain, KeyEntry, OrgEntry, Rule
+from lectr.types import Budget, ControlData, FallbackChain, KeyEntry, LatencyTarget, OrgEntry, RateLimit, Rule
 
 log = logging.getLogger("lectr.control")
 
@@ -31,6 +31,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     keys_by_prefix: dict[str, KeyEntry]
     rules: dict[str, tuple[Rule, ...]] = msgspec.field(default_factory=dict)
     fallbacks: dict[str, dict[str, FallbackChain]] = msgspec.field(default_factory=dict)
+    budgets: list[Budget] = msgspec.field(default_factory=list)
+    rate_limits: list[RateLimit] = msgspec.field(default_factory=list)
+    latency_targets: list[LatencyTarget] = msgspec.field(default_factory=list)
 
     @classmethod
     def build(cls, data: ControlData) -> Snapshot:
@@ -46,6 +49,9 @@ class Snapshot(msgspec.Struct, frozen=True):
             keys_by_prefix={k.prefix: k for k in data.keys if k.revoked_at is None},
             rules={org: compile_rules(rs) for org, rs in by_org.items()},
             fallbacks=chains,
+            budgets=data.budgets,
+            rate_limits=data.rate_limits,
+            latency_targets=data.latency_targets,
         )
 
     def fallback_for(self, org_id: str, feature: str) -> FallbackChain | None:
@@ -67,12 +73,16 @@ class ControlPlane:
         self._interval = interval
         self.snapshot: Snapshot = EMPTY
         self._failing = False
+        # Called with each new snapshot (e.g. the policy engine re-configures).
+        self.listeners: list[Callable[[Snapshot], Awaitable[None]]] = []
 
     async def refresh(self, force: bool = False) -> bool:
         """Reload if the control version moved (or `force`); True if reloaded."""
         if not force and await self._store.control_version() == self.snapshot.version:
             return False
         self.snapshot = Snapshot.build(await self._store.load_control())
+        for listener in self.listeners:
+            await listener(self.snapshot)
         return True
 
     async def run(self) -> None:

@@ -15,6 +15,10 @@ LectrError                          (status, type, code, source)
  ├── AdminAuthRequired              401 authentication_error admin_auth_required
  ├── Forbidden                      403 permission_error forbidden
  ├── Conflict                       409 invalid_request_error conflict
+ ├── RateLimited                    429 rate_limit_error rate_limit_exceeded  (+ Retry-After)
+ │    └── StreamsExceeded           429 rate_limit_error concurrent_streams_exceeded
+ ├── BudgetExceeded                 429 rate_limit_error budget_exceeded
+ ├── PolicyUnavailable              503 api_error policy_unavailable  (fail-closed, Redis down)
  ├── ProviderUnreachable            502 api_error provider_unreachable   (network)
  └── ProviderTimeout                504 api_error provider_timeout       (network)
 ```
@@ -60,6 +64,10 @@ class LectrError(Exception):
     def body(self) -> bytes:
         """The JSON body sent to the client."""
         return _encode(_Envelope(_Detail(self.message, self.type, self.code)))
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Extra response headers (e.g. Retry-After)."""
+        return []
 
     @property
     def category(self) -> str:
@@ -113,6 +121,29 @@ class Forbidden(LectrError):
 
 class Conflict(LectrError):
     status, type, code = 409, "invalid_request_error", "conflict"
+
+
+class RateLimited(LectrError):
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, -(-retry_after_ms // 1000))
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("retry-after", str(self.retry_after))]
+
+
+class StreamsExceeded(RateLimited):
+    code = "concurrent_streams_exceeded"
+
+
+class BudgetExceeded(LectrError):
+    status, type, code = 429, "rate_limit_error", "budget_exceeded"
+
+
+class PolicyUnavailable(LectrError):
+    status, type, code = 503, "api_error", "policy_unavailable"
 
 
 class ProviderUnreachable(LectrError):

@@ -36,6 +36,7 @@ from lectr.control import ControlPlane
 from lectr.errors import InvalidRequest, LectrError, ProviderUnreachable, RequestTooLarge
 from lectr.health import Health
 from lectr.metrics import Metrics
+from lectr.policy import Admission, Policy
 from lectr.pricing import PriceTable
 from lectr.types import Record, Target
 from lectr.writer import RecordWriter
@@ -70,15 +71,16 @@ class Exchange:
     """What is learned about one request as it goes; becomes its Record."""
 
     __slots__ = (
+        "admission",
         "body_up",
         "cached",
         "completion",
         "endpoint",
         "error_category",
         "error_source",
-        "estimate",
         "fallback_used",
         "feature",
+        "id",
         "model_actual",
         "model_requested",
         "org_id",
@@ -99,7 +101,9 @@ class Exchange:
     )
 
     def __init__(self, org_id: str, endpoint: str, feature: str, task: str | None) -> None:
+        self.id = uuid.uuid4().hex
         self.ts = time.time()
+        self.admission: Admission | None = None
         self.start = time.perf_counter()
         self.org_id = org_id
         self.endpoint = endpoint
@@ -159,9 +163,11 @@ class Proxy:
         prices: PriceTable,
         metrics: Metrics,
         health: Health,
+        policy: Policy,
     ) -> None:
         self._settings = settings
         self._health = health
+        self._policy = policy
         self._metrics = metrics
         self._control = control
         self._writer = writer
@@ -177,7 +183,7 @@ class Proxy:
         except LectrError as e:
             # No org, nothing to record against; the provider is never called.
             self._metrics.auth_rejected(e.code)
-            proto.response_bytes(e.status, JSON_HEADERS, e.body())
+            proto.response_bytes(e.status, JSON_HEADERS + e.headers(), e.body())
             return
         self._metrics.inflight(1)
         ex = Exchange(
@@ -190,7 +196,7 @@ class Proxy:
             await self._forward(scope, proto, endpoint, org, ex)
         except LectrError as e:
             ex.fail(e)
-            proto.response_bytes(e.status, JSON_HEADERS, e.body())
+            proto.response_bytes(e.status, JSON_HEADERS + e.headers(), e.body())
         except Exception:
             log.exception("unexpected error while proxying")
             internal = LectrError("the gateway failed to process this request")
@@ -232,6 +238,15 @@ class Proxy:
         )
         ex.rule_id = route.rule_id
         chain = snap.fallback_for(org.id, ex.feature)
+        # 5b policy: limits and budgets (may reject, or rewrite to a cheaper model).
+        ex.admission = await self._policy.admit(
+            org.id, ex.feature, route.model, len(body), meta.max_tokens if meta else None, ex.streaming, ex.id
+        )
+        if ex.admission is not None and ex.admission.overridden_by is not None:
+            # The budget's fallback acts as the rule that decided the model.
+            b = ex.admission.overridden_by
+            route = routing.Route(route.provider, ex.admission.model_override, f"budget:{b.scope}:{b.period}")
+            ex.rule_id = route.rule_id
         targets = [Target(route.provider, route.model or "")]
         if chain is not None:
             targets += [t for t in chain.targets if t != targets[0]]
@@ -347,8 +362,11 @@ class Proxy:
         if resp is not None and (ex.status < 400 or ex.error_category == "client_closed"):
             await self._count_tokens(ex)
         cost = self._prices.cost(ex.model_actual, ex.prompt, ex.completion, ex.cached)
+        if ex.admission is not None:
+            used = (ex.prompt or 0) + (ex.completion or 0) if ex.prompt is not None else None
+            await self._policy.settle(ex.admission, used, cost, (time.perf_counter() - ex.start) * 1000.0)
         record = Record(
-            id=uuid.uuid4().hex,
+            id=ex.id,
             ts=ex.ts,
             org_id=ex.org_id,
             endpoint=ex.endpoint,

@@ -97,6 +97,40 @@ class FallbackChain(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float = 0.0
 
 
+class Budget(msgspec.Struct, frozen=True, kw_only=True):
+    """A spend limit for an org (`scope='*'`) or one feature, per UTC day or
+    month. At the hard cap: reject with 429, or rewrite to `fallback_model`."""
+
+    org_id: str
+    scope: str = "*"
+    period: str = "month"  # day | month
+    soft_usd: float | None = None
+    hard_usd: float | None = None
+    action: str = "reject"  # reject | fallback
+    fallback_model: str | None = None
+    created_at: float = 0.0
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
+    """Requests and tokens in any 60 s window, and streams open at once."""
+
+    org_id: str
+    scope: str = "*"
+    requests_per_min: int | None = None
+    tokens_per_min: int | None = None
+    concurrent_streams: int | None = None
+    created_at: float = 0.0
+
+
+class LatencyTarget(msgspec.Struct, frozen=True, kw_only=True):
+    """A p95 latency objective for an org or one feature."""
+
+    org_id: str
+    scope: str = "*"
+    p95_ms: float
+    created_at: float = 0.0
+
+
 class ControlData(msgspec.Struct, frozen=True):
     """Everything the request path needs from the control plane."""
 
@@ -105,6 +139,9 @@ class ControlData(msgspec.Struct, frozen=True):
     keys: list[KeyEntry]
     rules: list[Rule] = msgspec.field(default_factory=list)
     fallbacks: list[FallbackChain] = msgspec.field(default_factory=list)
+    budgets: list[Budget] = msgspec.field(default_factory=list)
+    rate_limits: list[RateLimit] = msgspec.field(default_factory=list)
+    latency_targets: list[LatencyTarget] = msgspec.field(default_factory=list)
 
 
 class LogFilter(msgspec.Struct, kw_only=True, frozen=True):

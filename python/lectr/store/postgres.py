@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from lectr.store import Conflict, Missing, decode_cursor, encode_cursor, filter_sql, new_key
-from lectr.store.rules import CHAIN_COLS, RULE_COLS, RulesMixin, chain_of, rule_of
+from lectr.store.rules import RulesMixin
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
 _COLS = ", ".join(RECORD_FIELDS)
@@ -67,6 +67,7 @@ def partition_name(day: datetime) -> str:
 
 
 class PostgresStore(RulesMixin):
+    _ts_param = "to_timestamp(%s)"
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
@@ -200,15 +201,8 @@ class PostgresStore(RulesMixin):
                     await c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")
                 ).fetchall()
             ]
-            rules = [
-                rule_of(r)
-                for r in await (await c.execute(f"SELECT {RULE_COLS} FROM routing_rules")).fetchall()
-            ]
-            chains = [
-                chain_of(r)
-                for r in await (await c.execute(f"SELECT {CHAIN_COLS} FROM fallback_chains")).fetchall()
-            ]
-        return ControlData(version=int(version), orgs=orgs, keys=keys, rules=rules, fallbacks=chains)
+        base = ControlData(version=int(version), orgs=orgs, keys=keys)
+        return msgspec.structs.replace(base, **await self.control_extras())
 
     async def _change(self, statement: str, args: tuple[Any, ...], missing: str | None = None) -> None:
         pool = await self._open()

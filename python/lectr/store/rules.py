@@ -1,5 +1,6 @@
-"""Routing rules and fallback chains in the store, written once for both
-backends on two primitives each backend provides (`_fetch`, `_mutate`)."""
+"""Control-plane tables beyond orgs and keys (routing rules, fallback chains,
+budgets, rate limits, latency targets), written once for both backends on two
+primitives each backend provides (`_fetch`, `_mutate`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ from typing import Any
 
 import msgspec
 
-from lectr.types import FallbackChain, Rule, Target
+from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule, Target
 
 RULE_COLS = (
     "id, org_id, name, priority, enabled, match_feature, match_task, match_provider, match_model, "
     "target_provider, target_model, split_percent, created_at"
 )
 CHAIN_COLS = "org_id, scope, targets, on_status, created_at"
+BUDGET_COLS = ("org_id", "scope", "period", "soft_usd", "hard_usd", "action", "fallback_model", "created_at")
+LIMIT_COLS = ("org_id", "scope", "requests_per_min", "tokens_per_min", "concurrent_streams", "created_at")
+TARGET_COLS = ("org_id", "scope", "p95_ms", "created_at")
+# (table, columns, struct, key columns) of the tables that are one row per (org, scope[, period]).
+_SCOPED: dict[type[Any], tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    Budget: ("budgets", BUDGET_COLS, ("org_id", "scope", "period")),
+    RateLimit: ("rate_limits", LIMIT_COLS, ("org_id", "scope")),
+    LatencyTarget: ("latency_targets", TARGET_COLS, ("org_id", "scope")),
+}
 _targets = msgspec.json.Decoder(tuple[Target, ...])
 _statuses = msgspec.json.Decoder(tuple[int, ...])
 
@@ -49,7 +59,7 @@ def chain_of(r: Any) -> FallbackChain:
 
 
 class RulesMixin:
-    """Rule and fallback storage; the backend supplies the two primitives
+    """Control-plane table storage; the backend supplies the two primitives
     (SQL uses `%s` placeholders; SQLite translates them)."""
 
     async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
@@ -152,3 +162,65 @@ class RulesMixin:
             [("DELETE FROM fallback_chains WHERE org_id = %s AND scope = %s", (org_id, scope))],
             missing=f"no fallback chain for {scope!r}",
         )
+
+    async def control_extras(self) -> dict[str, Any]:
+        """Every rule, chain and policy row, for a control snapshot."""
+        out: dict[str, Any] = {
+            "rules": await self.all_rules(),
+            "fallbacks": await self.list_fallbacks(),
+        }
+        for typ, field in (
+            (Budget, "budgets"),
+            (RateLimit, "rate_limits"),
+            (LatencyTarget, "latency_targets"),
+        ):
+            out[field] = await self.list_scoped(typ)
+        return out
+
+    async def list_scoped(self, typ: type[Any], org_id: str | None = None) -> list[Any]:
+        """Budgets, rate limits or latency targets (all, or one org's)."""
+        table, cols, keys = _SCOPED[typ]
+        where, args = ("WHERE org_id = %s", (org_id,)) if org_id else ("", ())
+        rows = await self._fetch(
+            f"SELECT {', '.join(cols)} FROM {table} {where} ORDER BY {', '.join(keys)}", args
+        )
+        return [typ(**dict(zip(cols, r, strict=True))) for r in rows]
+
+    async def put_scoped(self, item: Any) -> None:
+        """Create or replace the row with the item's key."""
+        table, cols, keys = _SCOPED[type(item)]
+        item = msgspec.structs.replace(item, created_at=time.time())
+        await self._mutate(
+            [
+                (
+                    f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = %s' for k in keys)}",
+                    tuple(getattr(item, k) for k in keys),
+                ),
+                (
+                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                    tuple(getattr(item, c) for c in cols),
+                ),
+            ]
+        )
+
+    async def delete_scoped(self, typ: type[Any], key: tuple[str, ...]) -> None:
+        table, _, keys = _SCOPED[typ]
+        await self._mutate(
+            [(f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = %s' for k in keys)}", key)],
+            missing=f"no {table[:-1].replace('_', ' ')} for {'/'.join(key[1:])}",
+        )
+
+    async def spend(self, org_id: str, feature: str | None, since: float) -> float:
+        """USD recorded for an org (or one feature) since a Unix time."""
+        query = (
+            "SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE org_id = %s AND ts >= " + self._ts_param
+        )
+        args: tuple[Any, ...] = (org_id, since)
+        if feature is not None:
+            query += " AND feature = %s"
+            args += (feature,)
+        rows = await self._fetch(query, args)
+        return float(rows[0][0]) if rows else 0.0
+
+    # How a Unix-seconds parameter compares with the ts column.
+    _ts_param = "%s"

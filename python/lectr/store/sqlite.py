@@ -14,8 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from lectr.store import Conflict, Missing, decode_cursor, encode_cursor, filter_sql, new_key
-from lectr.store.rules import CHAIN_COLS, RULE_COLS, RulesMixin, chain_of, rule_of
+from lectr.store.rules import RulesMixin
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
 T = TypeVar("T")
@@ -155,13 +157,12 @@ class SQLiteStore(RulesMixin):
                 keys = [
                     _key(r) for r in c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")
                 ]
-                rules = [rule_of(r) for r in c.execute(f"SELECT {RULE_COLS} FROM routing_rules")]
-                chains = [chain_of(r) for r in c.execute(f"SELECT {CHAIN_COLS} FROM fallback_chains")]
             finally:
                 c.execute("COMMIT")
-            return ControlData(version=version, orgs=orgs, keys=keys, rules=rules, fallbacks=chains)
+            return ControlData(version=version, orgs=orgs, keys=keys)
 
-        return await self._run(_load)
+        base = await self._run(_load)
+        return msgspec.structs.replace(base, **await self.control_extras())
 
     async def _change(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a control-plane change and bump the version in one transaction."""
