@@ -9,6 +9,7 @@ import pytest
 
 from tests.harness import Gateway, Mock
 from tests.pg import Postgres
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,10 @@ def postgres() -> Iterator[Postgres]:
     pg = Postgres()
     yield pg
     pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    r = RedisServer()
+    yield r
+    r.destroy()

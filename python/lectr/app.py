@@ -99,7 +99,9 @@ class App:
             self.health,
             self.policy,
         )
-        self.admin = AdminAPI(self.settings, self.store, self.control, self.health)
+        self.admin = AdminAPI(
+            self.settings, self.store, self.control, self.health, self.policy, self.webhooks
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:

@@ -50,7 +50,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     groq_api_key: str | None = None
     gemini_api_key: str | None = None
     azure_api_key: str | None = None
-    redis_timeout: float = 0.1
+    redis_timeout: float = 0.5
     policy_fail_open: bool = True
     budget_default_max_tokens: int = 4096
     budget_webhook_url: str | None = None

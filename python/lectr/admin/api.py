@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 
 from lectr import auth, export
+from lectr.admin.policy import PolicyRoutes
+from lectr.admin.routes import JSON, ROUTES, Principal, route
+from lectr.admin.routes import encode as _encode
 from lectr.config import Settings
 from lectr.control import ControlPlane
 from lectr.errors import (
@@ -25,6 +27,7 @@ from lectr.errors import (
     NotFound,
 )
 from lectr.health import Health
+from lectr.policy import Policy
 from lectr.providers import REGISTRY, VALID_NAMES
 from lectr.store import STATUS_CLASSES, Store
 from lectr.store import Conflict as StoreConflict
@@ -39,9 +42,7 @@ from lectr.types import (
     Rule,
     Target,
 )
-
-JSON = [("content-type", "application/json")]
-_encode = msgspec.json.Encoder().encode
+from lectr.webhooks import WebhookSender
 
 
 class OrgOut(msgspec.Struct):
@@ -153,28 +154,6 @@ class LogPage(msgspec.Struct):
     next_cursor: str | None
 
 
-class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the admin, or an org reading its own data."""
-
-    admin: bool
-    org_id: str | None = None
-
-
-H = TypeVar("H", bound=Callable[..., Awaitable[None]])
-# (method, path pattern, handler name, admin only); also the OpenAPI paths.
-ROUTES: list[tuple[str, str, re.Pattern[str], str, bool]] = []
-
-
-def route(method: str, pattern: str, admin_only: bool = True) -> Callable[[H], H]:
-    rx = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-
-    def deco(fn: H) -> H:
-        ROUTES.append((method, pattern, rx, fn.__name__, admin_only))
-        return fn
-
-    return deco
-
-
 def _time(value: str, name: str) -> float:
     try:
         return float(value)
@@ -208,14 +187,24 @@ def log_filter(org_id: str, q: dict[str, str]) -> LogFilter:
     )
 
 
-class AdminAPI:
+class AdminAPI(PolicyRoutes):
     """Routes /admin/... requests."""
 
-    def __init__(self, settings: Settings, store: Store, control: ControlPlane, health: Health) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        control: ControlPlane,
+        health: Health,
+        policy: Policy,
+        webhooks: WebhookSender,
+    ) -> None:
         self._token = (settings.admin_token or "").encode()
         self._store = store
         self._control = control
         self._health = health
+        self._policy = policy
+        self._webhooks = webhooks
 
     async def handle(self, scope: Any, proto: Any) -> None:
         try:
@@ -277,16 +266,14 @@ class AdminAPI:
         except StoreMissing as e:
             raise NotFound(str(e)) from None
 
-    @staticmethod
-    async def _body(proto: Any, typ: type[Any]) -> Any:
+    async def _body(self, proto: Any, typ: type[Any]) -> Any:
         raw = await proto()
         try:
             return msgspec.json.decode(raw or b"{}", type=typ)
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
             raise InvalidRequest(f"invalid request body: {e}") from None
 
-    @staticmethod
-    def _json(proto: Any, status: int, value: Any) -> None:
+    def _json(self, proto: Any, status: int, value: Any) -> None:
         proto.response_bytes(status, JSON, _encode(value))
 
     # --- orgs ---------------------------------------------------------------

@@ -11,7 +11,6 @@ import msgspec
 
 from lectr import __version__
 from lectr.admin.api import (
-    ROUTES,
     FallbackIn,
     KeyOut,
     LogPage,
@@ -23,8 +22,10 @@ from lectr.admin.api import (
     ReorderIn,
     RuleIn,
 )
+from lectr.admin.policy import BudgetIn, LimitIn, TargetIn
+from lectr.admin.routes import ROUTES
 from lectr.health import ProviderHealth
-from lectr.types import FallbackChain, Rule
+from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule
 
 _BODIES: dict[str, type[Any]] = {
     "create_org": OrgCreate,
@@ -33,6 +34,9 @@ _BODIES: dict[str, type[Any]] = {
     "update_rule": RuleIn,
     "reorder_rules": ReorderIn,
     "set_fallback": FallbackIn,
+    "set_budget": BudgetIn,
+    "set_limit": LimitIn,
+    "set_target": TargetIn,
 }
 _RESPONSES: dict[str, tuple[int, type[Any] | None, str]] = {
     "list_orgs": (200, None, "{data: [Org]}"),
@@ -54,6 +58,16 @@ _RESPONSES: dict[str, tuple[int, type[Any] | None, str]] = {
     "set_fallback": (200, FallbackChain, "the chain for a feature, or '*' for the org default"),
     "delete_fallback": (200, None, "{deleted: scope}"),
     "provider_health": (200, None, "{data: [ProviderHealth]} as seen by this instance"),
+    "policy_state": (200, None, "spend, remaining budget, limit usage, latency status and recent alerts"),
+    "list_budgets": (200, None, "{data: [Budget]}"),
+    "set_budget": (200, Budget, "the budget for a feature (or '*') and period (day, month)"),
+    "delete_budget": (200, None, "{deleted}"),
+    "list_limits": (200, None, "{data: [RateLimit]}"),
+    "set_limit": (200, RateLimit, "the rate limits for a feature (or '*')"),
+    "delete_limit": (200, None, "{deleted}"),
+    "list_targets": (200, None, "{data: [LatencyTarget]}"),
+    "set_target": (200, LatencyTarget, "the p95 latency target for a feature (or '*')"),
+    "delete_target": (200, None, "{deleted}"),
 }
 _LOG_PARAMS = [
     ("since", "Unix seconds or ISO 8601 (inclusive)"),

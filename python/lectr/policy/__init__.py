@@ -15,7 +15,6 @@ starts, so a restart does not reset a budget.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import math
@@ -139,8 +138,11 @@ class Policy:
     async def _guard(self, aw: Any) -> Any:
         """Run a counter call; a slow or failed counter store is reported as
         PolicyUnavailable (the caller applies fail-open / fail-closed)."""
+        # The bound is the Redis client's own socket timeouts (redis_timeout):
+        # an extra timer here would also fire on event-loop lag under load and
+        # fail open while Redis itself is fine.
         try:
-            return await asyncio.wait_for(aw, timeout=self._timeout * 2)
+            return await aw
         except LectrError:
             raise
         except Exception as e:
@@ -224,16 +226,18 @@ class Policy:
         await self._alert(budget, "hard", failed.key, now)
         if budget.action == "fallback" and budget.fallback_model:
             # Served by the cheaper model, without a reservation against the
-            # exhausted budget; other limits are still enforced.
+            # exhausted budget (nothing was taken: admission is all or nothing);
+            # other limits are still enforced.
             rest = [c for c in checks if c.kind != "bud"]
             if rest:
                 verdict = await self._guard(self._counters.admit(rest, member, now_ms))
                 if verdict.failed >= 0:
                     raise RateLimited("rate limit reached", verdict.retry_after_ms)
+            # Their cost still counts as spend: budgets settle with nothing reserved.
             return Admission(
                 member,
-                [s for s in settles if s.kind != "bud"],
-                [],
+                [s if s.kind != "bud" else msgspec.structs.replace(s, reserved=0.0) for s in settles],
+                budgets,
                 model_override=budget.fallback_model,
                 overridden_by=budget,
                 targets=targets,

@@ -174,6 +174,20 @@ class Store(Protocol):
 
     async def delete_fallback(self, org_id: str, scope: str) -> None: ...
 
+    async def list_scoped(self, typ: type[Any], org_id: str | None = None) -> list[Any]:
+        """Budgets, rate limits or latency targets (all, or one org's)."""
+        ...
+
+    async def put_scoped(self, item: Any) -> None:
+        """Create or replace a budget, rate limit or latency target."""
+        ...
+
+    async def delete_scoped(self, typ: type[Any], key: tuple[str, ...]) -> None: ...
+
+    async def spend(self, org_id: str, feature: str | None, since: float) -> float:
+        """USD recorded for an org (or one feature) since a Unix time."""
+        ...
+
 
 def open_store(settings: Settings) -> Store:
     """The store the settings ask for: PostgreSQL when `database_url` is set,
