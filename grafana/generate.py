@@ -327,6 +327,13 @@ def overview() -> tuple[db.Dashboard, list[Any]]:
                 [(per_min("lectr_rejections_total", sel(ORG), "reason"), "{{reason}}")],
                 "reqpm",
             ),
+            bargauge.Panel()
+            .title("Latency targets by state")
+            .description("Are the p95 latency targets met (within), missed (over), or without traffic?")
+            .datasource(DS)
+            .span(24)
+            .height(4)
+            .with_target(q("max by (state) (lectr_latency_targets)", "{{state}}", instant=True)),
         ],
     )
 

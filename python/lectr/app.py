@@ -113,6 +113,7 @@ class App:
             asyncio.ensure_future(self.metrics.run()),
             asyncio.ensure_future(self._housekeeping()),
             asyncio.ensure_future(self.webhooks.run()),
+            asyncio.ensure_future(self._policy_metrics()),
         ]
 
     async def _on_snapshot(self, snap: Snapshot) -> None:
@@ -124,6 +125,17 @@ class App:
             log.warning(
                 "could not seed budget spend (%s); counters start from their current value", type(e).__name__
             )
+
+    async def _policy_metrics(self, every: float = 5.0) -> None:
+        """Budget and latency-target states into the metrics, every few seconds."""
+        while True:
+            try:
+                budgets, targets = await self.policy.summary()
+                self.metrics.set_budget_states(budgets)
+                self.metrics.set_latency_target_states(targets)
+            except Exception as e:
+                log.debug("policy metrics skipped (%s)", type(e).__name__)
+            await asyncio.sleep(every)
 
     async def _housekeeping(self, every: float = 3600.0) -> None:
         """Create partitions ahead and enforce retention, hourly (idempotent,

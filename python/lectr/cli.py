@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,15 @@ import msgspec
 
 from lectr.config import ConfigError, Settings, load, masked
 from lectr.store import Store, StoreError, open_store
-from lectr.types import DEFAULT_FALLBACK_STATUSES, FallbackChain, Rule, Target
+from lectr.types import (
+    DEFAULT_FALLBACK_STATUSES,
+    Budget,
+    FallbackChain,
+    LatencyTarget,
+    RateLimit,
+    Rule,
+    Target,
+)
 
 Handler = Callable[[Store, argparse.Namespace], Awaitable[None]]
 
@@ -309,6 +318,104 @@ async def _fallbacks_delete(store: Store, a: argparse.Namespace) -> None:
     print(f"fallback for {a.feature or '*'} deleted")
 
 
+async def _policy_set(store: Store, a: argparse.Namespace) -> None:
+    from lectr.admin.policy import validate_budget, validate_limit, validate_target
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    scope = a.feature or "*"
+    try:
+        item: Any
+        if a.group == "budgets":
+            item = validate_budget(
+                Budget(
+                    org_id=org.id,
+                    scope=scope,
+                    period=a.period,
+                    soft_usd=a.soft,
+                    hard_usd=a.hard,
+                    action="fallback" if a.fallback_model else "reject",
+                    fallback_model=a.fallback_model,
+                )
+            )
+        elif a.group == "limits":
+            item = validate_limit(
+                RateLimit(
+                    org_id=org.id,
+                    scope=scope,
+                    requests_per_min=a.rpm,
+                    tokens_per_min=a.tpm,
+                    concurrent_streams=a.streams,
+                )
+            )
+        else:
+            item = validate_target(LatencyTarget(org_id=org.id, scope=scope, p95_ms=a.p95_ms))
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    await store.put_scoped(item)
+    print(
+        f"{a.group[:-1]} for {scope} set: "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in msgspec.structs.asdict(item).items()
+            if v is not None and k not in ("org_id", "scope", "created_at")
+        )
+    )
+
+
+async def _policy_list(store: Store, a: argparse.Namespace) -> None:
+    from lectr.policy import window_id
+
+    org = await store.get_org(a.org)
+    typ = {"budgets": Budget, "limits": RateLimit, "targets": LatencyTarget}[a.group]
+    items = await store.list_scoped(typ, org.id)
+    if a.group == "budgets":
+        rows = []
+        for b in items:
+            wid, start, _ = window_id(b.period, time.time())
+            spent = await store.spend(org.id, None if b.scope == "*" else b.scope, start)
+            rows.append(
+                [
+                    b.scope,
+                    b.period,
+                    wid,
+                    f"{spent:.4f}",
+                    _money(b.soft_usd),
+                    _money(b.hard_usd),
+                    b.action if b.action == "reject" else f"fallback to {b.fallback_model}",
+                ]
+            )
+        _table(rows, ["SCOPE", "PERIOD", "WINDOW", "SPENT $ (LOGGED)", "SOFT $", "HARD $", "AT HARD CAP"])
+    elif a.group == "limits":
+        _table(
+            [
+                [x.scope, _opt(x.requests_per_min), _opt(x.tokens_per_min), _opt(x.concurrent_streams)]
+                for x in items
+            ],
+            ["SCOPE", "REQUESTS/MIN", "TOKENS/MIN", "STREAMS"],
+        )
+    else:
+        _table([[x.scope, f"{x.p95_ms:g}"] for x in items], ["SCOPE", "P95 TARGET MS"])
+
+
+def _money(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _opt(v: int | None) -> str:
+    return "-" if v is None else str(v)
+
+
+async def _policy_delete(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    scope = a.feature or "*"
+    if a.group == "budgets":
+        await store.delete_scoped(Budget, (org.id, scope, a.period))
+    else:
+        await store.delete_scoped(RateLimit if a.group == "limits" else LatencyTarget, (org.id, scope))
+    print(f"{a.group[:-1]} for {scope} deleted")
+
+
 async def _migrate(store: Store, a: argparse.Namespace) -> None:
     applied = await store.migrate()
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "database is up to date")
@@ -457,6 +564,35 @@ def _parser() -> argparse.ArgumentParser:
     fd.add_argument("org")
     fd.add_argument("--feature")
     fd.set_defaults(run=_fallbacks_delete)
+
+    for group, what in (
+        ("budgets", "spend limits"),
+        ("limits", "rate limits"),
+        ("targets", "p95 latency targets"),
+    ):
+        g = sub.add_parser(group, help=what).add_subparsers(dest="command", required=True)
+        gl = g.add_parser("list", help=f"an org's {what}")
+        gl.add_argument("org")
+        gl.set_defaults(run=_policy_list)
+        gs = g.add_parser("set", help=f"create or replace {what[:-1]} for the org or one feature")
+        gd = g.add_parser("delete", help=f"remove {what[:-1]}")
+        for sp in (gs, gd):
+            sp.add_argument("org")
+            sp.add_argument("--feature", help="only this feature (default: the whole org)")
+        gs.set_defaults(run=_policy_set)
+        gd.set_defaults(run=_policy_delete)
+        if group == "budgets":
+            for sp in (gs, gd):
+                sp.add_argument("--period", choices=("day", "month"), default="month", help="UTC window")
+            gs.add_argument("--soft", type=float, help="USD: alert (webhook) and keep serving")
+            gs.add_argument("--hard", type=float, help="USD: reject with 429, or serve --fallback-model")
+            gs.add_argument("--fallback-model", help="at the hard cap, rewrite requests to this model")
+        elif group == "limits":
+            gs.add_argument("--rpm", type=int, help="requests in any 60 s")
+            gs.add_argument("--tpm", type=int, help="tokens in any 60 s")
+            gs.add_argument("--streams", type=int, help="streams open at once")
+        else:
+            gs.add_argument("--p95-ms", type=float, required=True, help="p95 latency objective in ms")
 
     lg = sub.add_parser("log", help="show or export an org's request log (newest first)")
     lg.add_argument("org")

@@ -22,6 +22,7 @@ auth_rejections_total             code                                401s, befo
 rule_hits_total                   org rule
 fallbacks_total                   org provider                        provider that finally served
 budgets                           state                               budgets per state (set by policy)
+latency_targets                   state                               p95 targets within / over / no_data
 inflight_requests, inflight_streams                                   gauges, summed over workers
 writer_queue_depth                                                    gauge, summed over workers
 writer_records_total              outcome                             queued written retried spilled
@@ -81,6 +82,7 @@ TASKS = frozenset({"classification", "summarisation", "extraction", "generation"
 REJECTIONS = ("rate_limit_exceeded", "budget_exceeded", "concurrent_streams_exceeded")
 AUTH_CODES = ("missing_lectr_key", "invalid_lectr_key", "org_disabled")
 BUDGET_STATES = ("ok", "soft_exceeded", "hard_exceeded")
+LATENCY_STATES = ("within", "over", "no_data")
 WRITER_OUTCOMES = ("queued", "written", "retried", "spilled", "replayed", "dropped")
 UPSTREAM_OUTCOMES = (
     "success",
@@ -288,6 +290,13 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=r,
         )
+        self._latency_targets = Gauge(
+            "lectr_latency_targets",
+            "Configured p95 latency targets by state (within, over, no_data).",
+            ["state"],
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
         self._inflight = Gauge(
             "lectr_inflight_requests", "Requests in progress.", multiprocess_mode="livesum", registry=r
         )
@@ -316,6 +325,8 @@ class Metrics:
             self._writer.labels(outcome)
         for state in BUDGET_STATES:
             self._budgets.labels(state).set(0)
+        for state in LATENCY_STATES:
+            self._latency_targets.labels(state).set(0)
         self._declared: list[MetricWrapperBase] = [
             m for m in vars(self).values() if isinstance(m, MetricWrapperBase)
         ]
@@ -392,6 +403,11 @@ class Metrics:
         """How many budgets are in each state (called by the budget policy)."""
         for state in BUDGET_STATES:
             self._budgets.labels(state).set(counts.get(state, 0))
+
+    def set_latency_target_states(self, counts: Mapping[str, int]) -> None:
+        """How many latency targets are within or over (called by the policy)."""
+        for state in LATENCY_STATES:
+            self._latency_targets.labels(state).set(counts.get(state, 0))
 
     # --- background and exposition ------------------------------------------
 

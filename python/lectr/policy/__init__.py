@@ -352,6 +352,26 @@ class Policy:
             "latency_targets": [self.latency_status(t, now) for t in cfg.targets],
         }
 
+    async def summary(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Budgets per state and latency targets per state, for metrics."""
+        budgets: dict[str, int] = {}
+        targets: dict[str, int] = {}
+        now = time.time()
+        for cfg in self._config.values():
+            for b in cfg.budgets:
+                spent, _ = await self._guard(self._counters.budget(self.budget_key(b, b.scope, now)))
+                if b.hard_usd is not None and spent >= b.hard_usd:
+                    state = "hard_exceeded"
+                elif b.soft_usd is not None and spent >= b.soft_usd:
+                    state = "soft_exceeded"
+                else:
+                    state = "ok"
+                budgets[state] = budgets.get(state, 0) + 1
+            for t in cfg.targets:
+                status = self.latency_status(t, now)["status"]
+                targets[status] = targets.get(status, 0) + 1
+        return budgets, targets
+
     def latency_status(self, t: LatencyTarget, now: float, window: float = 300.0) -> dict[str, Any]:
         """p95 of this instance's requests under the target over the last
         `window` seconds, and whether it is within the target."""
