@@ -105,8 +105,13 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
+        # Load the BPE tables now, not inside the first request that needs an
+        # estimate (they take a noticeable moment to build).
+        loop = asyncio.get_running_loop()
+        warm = loop.run_in_executor(None, lambda: [_core.count_tokens("warm", m) for m in ("gpt-4o", "gpt-4")])
         await self.store.migrate()
         await self.control.refresh(force=True)
+        await warm
         self._tasks = [
             asyncio.ensure_future(self.writer.run()),
             asyncio.ensure_future(self.control.run()),
