@@ -108,7 +108,7 @@ class App:
         # Load the BPE tables now, not inside the first request that needs an
         # estimate (they take a noticeable moment to build).
         loop = asyncio.get_running_loop()
-        warm = loop.run_in_executor(None, lambda: [_core.count_tokens("warm", m) for m in ("gpt-4o", "gpt-4")])
+        warm = loop.run_in_executor(None, lambda: [_core.count_tokens("w", m) for m in ("gpt-4o", "gpt-4")])
         await self.store.migrate()
         await self.control.refresh(force=True)
         await warm
