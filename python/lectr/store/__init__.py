@@ -63,10 +63,13 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "499", "error")
 
 
-def filter_sql(f: LogFilter, param: str) -> tuple[str, list[Any]]:
-    """WHERE clause and parameters of a log filter; `param` is the driver's
-    placeholder (`?` or `%s`). Times are compared as Unix seconds through
-    `ts_expr` by the caller."""
+def filter_sql(
+    f: LogFilter, cursor: str | None, param: str = "%s", ts: str = "%s", row_compare: bool = True
+) -> tuple[str, list[Any]]:
+    """WHERE clause and parameters of a log filter and page cursor. `param`
+    is the driver's placeholder, `ts` how a Unix-seconds parameter compares
+    with the ts column; `row_compare` uses `(ts, id) < (...)` (PostgreSQL
+    walks the index with it) instead of the expanded form."""
     where = ["org_id = " + param]
     args: list[Any] = [f.org_id]
     for column, value in (
@@ -89,6 +92,20 @@ def filter_sql(f: LogFilter, param: str) -> tuple[str, list[Any]]:
         else:
             low = int(f.status[0]) * 100
             where.append(f"status_code >= {low} AND status_code < {low + 100} AND status_code <> 499")
+    if f.since is not None:
+        where.append(f"ts >= {ts}")
+        args.append(f.since)
+    if f.until is not None:
+        where.append(f"ts < {ts}")
+        args.append(f.until)
+    if cursor:
+        cts, rid = decode_cursor(cursor)
+        if row_compare:
+            where.append(f"(ts, id) < ({ts}, {param})")
+            args += [cts, rid]
+        else:
+            where.append(f"(ts < {ts} OR (ts = {ts} AND id < {param}))")
+            args += [cts, cts, rid]
     return " AND ".join(where), args
 
 

@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from lectr.store import Conflict, Missing, decode_cursor, encode_cursor, filter_sql, new_key
-from lectr.store.rules import RulesMixin
+from lectr.store import Conflict, Missing, encode_cursor, filter_sql, new_key
+from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
 _COLS = ", ".join(RECORD_FIELDS)
@@ -66,7 +66,7 @@ def partition_name(day: datetime) -> str:
     return f"requests_{day:%Y%m%d}"
 
 
-class PostgresStore(RulesMixin):
+class PostgresStore(SharedSQL):
     _ts_param = "to_timestamp(%s)"
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
 
@@ -308,36 +308,10 @@ class PostgresStore(RulesMixin):
             f"no active key with prefix {prefix!r} in this org",
         )
 
-    async def count_records(self, org_id: str | None = None) -> int:
-        pool = await self._open()
-        async with pool.connection() as c:
-            if org_id is None:
-                row = await (await c.execute("SELECT count(*) FROM requests")).fetchone()
-            else:
-                row = await (
-                    await c.execute("SELECT count(*) FROM requests WHERE org_id = %s", (org_id,))
-                ).fetchone()
-        return int(row[0]) if row else 0
-
-    @staticmethod
-    def _where(f: LogFilter, cursor: str | None) -> tuple[str, list[Any]]:
-        where, args = filter_sql(f, "%s")
-        if f.since is not None:
-            where += " AND ts >= to_timestamp(%s)"
-            args.append(f.since)
-        if f.until is not None:
-            where += " AND ts < to_timestamp(%s)"
-            args.append(f.until)
-        if cursor:
-            ts, rid = decode_cursor(cursor)
-            where += " AND (ts, id) < (to_timestamp(%s), %s)"
-            args += [ts, rid]
-        return where, args
-
     async def query_requests(
         self, f: LogFilter, cursor: str | None = None, limit: int = 100
     ) -> tuple[list[Record], str | None]:
-        where, args = self._where(f, cursor)
+        where, args = filter_sql(f, cursor, ts="to_timestamp(%s)")
         pool = await self._open()
         async with pool.connection() as c:
             rows = await (
@@ -350,7 +324,7 @@ class PostgresStore(RulesMixin):
         return records, nxt
 
     async def export_requests(self, f: LogFilter) -> AsyncIterator[list[Record]]:
-        where, args = self._where(f, None)
+        where, args = filter_sql(f, None, ts="to_timestamp(%s)")
         pool = await self._open()
         # A named (server-side) cursor streams rows; memory stays flat.
         async with pool.connection() as c, c.transaction(), c.cursor(name="lectr_export") as cur:

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from lectr.store import Conflict, Missing, decode_cursor, encode_cursor, filter_sql, new_key
-from lectr.store.rules import RulesMixin
+from lectr.store import Conflict, Missing, encode_cursor, filter_sql, new_key
+from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
 T = TypeVar("T")
@@ -58,7 +58,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class SQLiteStore(RulesMixin):
+class SQLiteStore(SharedSQL):
     """Store backed by an SQLite file (safe across processes: WAL + busy timeout)."""
 
     notifications = None  # other processes' changes are found by polling
@@ -288,34 +288,10 @@ class SQLiteStore(RulesMixin):
 
         await self._change(_revoke)
 
-    async def count_records(self, org_id: str | None = None) -> int:
-        if org_id is None:
-            row = await self._run(lambda c: c.execute("SELECT count(*) FROM requests").fetchone())
-        else:
-            row = await self._run(
-                lambda c: c.execute("SELECT count(*) FROM requests WHERE org_id = ?", (org_id,)).fetchone()
-            )
-        return int(row[0])
-
-    @staticmethod
-    def _where(f: LogFilter, cursor: str | None) -> tuple[str, list[Any]]:
-        where, args = filter_sql(f, "?")
-        if f.since is not None:
-            where += " AND ts >= ?"
-            args.append(f.since)
-        if f.until is not None:
-            where += " AND ts < ?"
-            args.append(f.until)
-        if cursor:
-            ts, rid = decode_cursor(cursor)
-            where += " AND (ts < ? OR (ts = ? AND id < ?))"
-            args += [ts, ts, rid]
-        return where, args
-
     async def query_requests(
         self, f: LogFilter, cursor: str | None = None, limit: int = 100
     ) -> tuple[list[Record], str | None]:
-        where, args = self._where(f, cursor)
+        where, args = filter_sql(f, cursor, param="?", ts="?", row_compare=False)
         rows = await self._run(
             lambda c: c.execute(
                 f"{_SELECT} WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit + 1)

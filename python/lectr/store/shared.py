@@ -1,6 +1,7 @@
-"""Control-plane tables beyond orgs and keys (routing rules, fallback chains,
-budgets, rate limits, latency targets), written once for both backends on two
-primitives each backend provides (`_fetch`, `_mutate`)."""
+"""Store code written once for both backends on two primitives each provides
+(`_fetch`, `_mutate`): the control-plane tables beyond orgs and keys (routing
+rules, fallback chains, budgets, rate limits, latency targets) and the simple
+aggregate reads (record counts, spend)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def chain_of(r: Any) -> FallbackChain:
     )
 
 
-class RulesMixin:
+class SharedSQL:
     """Control-plane table storage; the backend supplies the two primitives
     (SQL uses `%s` placeholders; SQLite translates them)."""
 
@@ -221,6 +222,13 @@ class RulesMixin:
             args += (feature,)
         rows = await self._fetch(query, args)
         return float(rows[0][0]) if rows else 0.0
+
+    async def count_records(self, org_id: str | None = None) -> int:
+        if org_id is None:
+            rows = await self._fetch("SELECT count(*) FROM requests", ())
+        else:
+            rows = await self._fetch("SELECT count(*) FROM requests WHERE org_id = %s", (org_id,))
+        return int(rows[0][0]) if rows else 0
 
     # How a Unix-seconds parameter compares with the ts column.
     _ts_param = "%s"
