@@ -58,6 +58,10 @@ def new_org(gw: Gateway) -> tuple[str, str]:
     while call(gw, key, CHAT).status_code == 401:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    # Budgets seed their spend from the request log: let the probe reach it.
+    while not api(gw, "GET", f"/admin/orgs/{name}/requests?limit=1").json()["data"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     return name, key
 
 
