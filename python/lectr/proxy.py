@@ -7,12 +7,16 @@ granian (RSGI) -> app.py: dispatch by path
        2 read the body (size-capped)               -> bytes       (413 past the cap)
        3 _core.parse_request(body)                 -> RequestMeta (400 if not a JSON object)
        4 providers.detect(meta.model, override)    -> Provider    (400 on unknown override)
-       5 providers.upstream_url(...)               -> URL         (400 if Azure is not configured)
-       6 _core Upstream.send(rewritten headers/body) -> UpstreamResponse (502/504 on failure)
+       5 routing.apply(snapshot rules, ...)        -> Route       (provider, model, rule; never fails)
+         policy.admit(org, feature, model, ...)    -> Admission   (429 / 503, or a budget's cheaper model)
+       6 _send: for the route, then its fallback chain (open breakers skipped):
+           providers.upstream_url(...)             -> URL         (400 if Azure is not configured)
+           _core Upstream.send(rewritten headers/body) -> UpstreamResponse
+           next target on connect error, timeout or a fallback status; else 502/504
        7 body to the client: buffered JSON at once, SSE chunk by chunk as they
          arrive; the Rust tap reads usage and strips what we asked for
-       8 finish: usage (or estimate) -> cost from pricing -> Record -> writer queue
-         and metrics.observe (once per request, never per chunk)
+       8 finish: usage (or estimate) -> cost from pricing -> policy.settle ->
+         Record -> writer queue and metrics.observe (once per request, never per chunk)
   <- response
 ```
 
@@ -250,12 +254,47 @@ class Proxy:
         targets = [Target(route.provider, route.model or "")]
         if chain is not None:
             targets += [t for t in chain.targets if t != targets[0]]
-        retry_on = chain.on_status if chain is not None else ()
+        resp = await self._send(
+            scope,
+            endpoint,
+            org,
+            ex,
+            meta,
+            body,
+            detected.name,
+            targets,
+            chain.on_status if chain is not None else (),
+        )
+        ex.upstream = resp
+        ex.status = resp.status
+        if resp.status >= 400:
+            ex.error_category, ex.error_source = provider_category(resp.status), "provider"
+        if resp.body_complete:
+            ex.upstream_done()
+            ex.mark_first_byte()
+            proto.response_bytes(resp.status, resp.headers, resp.body)
+            return
+        await self._stream(proto, resp, ex)
+
+    async def _send(
+        self,
+        scope: Any,
+        endpoint: Endpoint,
+        org: Any,
+        ex: Exchange,
+        meta: _core.RequestMeta | None,
+        body: bytes,
+        intended: str,
+        targets: list[Target],
+        retry_on: tuple[int, ...],
+    ) -> _core.UpstreamResponse:
+        """Step 6: send to the first target, failing over down `targets` on a
+        connect error, a timeout or a `retry_on` status, before any byte has
+        reached the client. Returns the response that will be served."""
         # Ask for streamed usage on the client's behalf; the tap strips it.
         inject = meta is not None and meta.stream and not meta.include_usage
-        client_headers = headers.items()
+        client_headers = scope.headers.items()
         ex.upstream_start = time.perf_counter()
-        resp: _core.UpstreamResponse | None = None
         for i, target in enumerate(targets):
             last = i == len(targets) - 1
             provider = providers.REGISTRY[target.provider]
@@ -281,7 +320,7 @@ class Proxy:
                 resp = await self._upstream.send(
                     endpoint.method,
                     url,
-                    self._credentials(client_headers, detected.name, provider.name),
+                    self._credentials(client_headers, intended, provider.name),
                     ex.body_up,
                     provider.auth_style,
                     inject,
@@ -296,19 +335,8 @@ class Proxy:
             if resp.status in retry_on and not last:
                 resp.close()
                 continue
-            break
-        if resp is None:  # every target was skipped by its breaker
-            raise ProviderUnreachable("every provider on this request's failover path is marked down")
-        ex.upstream = resp
-        ex.status = resp.status
-        if resp.status >= 400:
-            ex.error_category, ex.error_source = provider_category(resp.status), "provider"
-        if resp.body_complete:
-            ex.upstream_done()
-            ex.mark_first_byte()
-            proto.response_bytes(resp.status, resp.headers, resp.body)
-            return
-        await self._stream(proto, resp, ex)
+            return resp
+        raise ProviderUnreachable("every provider on this request's failover path is marked down")
 
     def _credentials(
         self, client: list[tuple[str, str]], intended: str, target: str
@@ -363,7 +391,8 @@ class Proxy:
             await self._count_tokens(ex)
         cost = self._prices.cost(ex.model_actual, ex.prompt, ex.completion, ex.cached)
         if ex.admission is not None:
-            used = (ex.prompt or 0) + (ex.completion or 0) if ex.prompt is not None else None
+            # A request that got no answer used no tokens.
+            used = (ex.prompt or 0) + (ex.completion or 0)
             await self._policy.settle(ex.admission, used, cost, (time.perf_counter() - ex.start) * 1000.0)
         record = Record(
             id=ex.id,
