@@ -1,8 +1,9 @@
 """The RSGI application: routes and lifespan.
 
 Lifespan (per worker process): open the store and apply migrations, load the
-control-plane snapshot, start the record writer, the snapshot refresher and
-the metrics sync; at shutdown, stop accepting work, drain the record queue
+control-plane snapshot, start the record writer, the snapshot refresher,
+the metrics sync and the anomaly detector (one leader across instances); at
+shutdown, stop accepting work, drain the record queue
 into the store, take this worker out of the live metric gauges and close the
 store. Routes: the proxied `/v1/...` endpoints, `/healthz`, `/readyz`, `/metrics`.
 """
@@ -24,6 +25,8 @@ from lectr.config import Settings, load
 from lectr.control import ControlPlane, Snapshot
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
 from lectr.health import Health
+from lectr.insights import Insights
+from lectr.insights.anomalies import Detector, webhook
 from lectr.metrics import Metrics
 from lectr.policy import Policy
 from lectr.pricing import PriceTable
@@ -102,6 +105,10 @@ class App:
         self.admin = AdminAPI(
             self.settings, self.store, self.control, self.health, self.policy, self.webhooks
         )
+        self.admin.insights = Insights.from_settings(self.settings, self.store, prices)
+        url = self.settings.anomaly_webhook_url
+        send = webhook(self.upstream, url) if url else None
+        self.detector = Detector(self.store, send, retention_days=self.settings.retention_days)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
@@ -119,6 +126,8 @@ class App:
             asyncio.ensure_future(self._housekeeping()),
             asyncio.ensure_future(self.webhooks.run()),
             asyncio.ensure_future(self._policy_metrics()),
+            asyncio.ensure_future(self.policy.run()),
+            asyncio.ensure_future(self.detector.run()),
         ]
 
     async def _on_snapshot(self, snap: Snapshot) -> None:

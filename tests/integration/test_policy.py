@@ -180,6 +180,11 @@ def budget_gw(tmp_root: Path, mock: Mock, redis_server: RedisServer, hook_server
         LECTR_REDIS_URL=redis_server.url,
         LECTR_ADMIN_TOKEN=TOKEN,
         LECTR_BUDGET_WEBHOOK_URL=hook_server,
+        # These tests are about concurrency, not Redis failures: a generous
+        # timeout, and fail-closed so a timeout on a loaded CI box surfaces
+        # as a 503 instead of a silent fail-open overshoot.
+        LECTR_REDIS_TIMEOUT="5",
+        LECTR_POLICY_FAIL_OPEN="false",
     ) as gw:
         gw.start()
         yield gw

@@ -15,6 +15,7 @@ starts, so a restart does not reset a budget.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import math
@@ -99,6 +100,7 @@ class Policy:
         self.unavailable_events = 0
         self._warned = False
         self._seeded: set[str] = set()
+        self._unsettled: collections.deque[tuple[list[Settle], str]] = collections.deque(maxlen=100_000)
 
     def configure(self, budgets: list[Budget], limits: list[RateLimit], targets: list[LatencyTarget]) -> None:
         """Swap in the policy of every org (called when the snapshot changes)."""
@@ -269,12 +271,30 @@ class Policy:
         try:
             spent = await self._guard(self._counters.settle(actual, adm.member))
         except PolicyUnavailable:
+            # A dropped settlement would hold its reservation (and stream slot)
+            # until the window ends: retry it from the background instead.
+            self._unsettled.append((actual, adm.member))
             return
         for (budget, key), total in zip(adm.budgets, spent, strict=False):
             if budget.soft_usd is not None and total >= budget.soft_usd:
                 await self._alert(budget, "soft", key, now)
             if budget.hard_usd is not None and total >= budget.hard_usd:
                 await self._alert(budget, "hard", key, now)
+
+    async def run(self, interval: float = 0.5) -> None:
+        """Retry settlements that failed while the counter store was away."""
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            delay = interval
+            while self._unsettled:
+                settles, member = self._unsettled[0]
+                try:
+                    await self._guard(self._counters.settle(settles, member))
+                except PolicyUnavailable:
+                    delay = min(delay * 2, 10.0)
+                    break
+                self._unsettled.popleft()
 
     async def _alert(self, budget: Budget, level: str, key: str, now: float) -> None:
         """One webhook per budget, level and window, across all instances."""
