@@ -68,6 +68,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     control_refresh_interval: float = 0.5
     prices_file: str | None = None
     metrics_label_cap: int = 100
+    # Insights: where new anomalies are POSTed, the untagged share of traffic
+    # at which the overview asks for feature tags, and downgrade map overrides.
+    anomaly_webhook_url: str | None = None
+    untagged_prompt_threshold: float = 0.2
+    downgrades_file: str | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in masked(self).items())
@@ -90,6 +95,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError("max_body_bytes must be at least 1024")
         if self.metrics_label_cap < 1:
             raise ConfigError(f"metrics_label_cap must be at least 1, got {self.metrics_label_cap}")
+        if not 0 < self.untagged_prompt_threshold <= 1:
+            raise ConfigError("untagged_prompt_threshold must be a share in (0, 1], e.g. 0.2")
+        if self.anomaly_webhook_url and urlsplit(self.anomaly_webhook_url).scheme not in ("http", "https"):
+            raise ConfigError("anomaly_webhook_url must be an http(s) URL")
         for name in ("openai_base_url", "anthropic_base_url", "groq_base_url", "gemini_base_url"):
             url = getattr(self, name)
             if urlsplit(url).scheme not in ("http", "https"):

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from lectr import auth, export
+from lectr.admin.insights import InsightsRoutes
 from lectr.admin.policy import PolicyRoutes
 from lectr.admin.routes import JSON, ROUTES, Principal, route
 from lectr.admin.routes import encode as _encode
@@ -187,7 +188,7 @@ def log_filter(org_id: str, q: dict[str, str]) -> LogFilter:
     )
 
 
-class AdminAPI(PolicyRoutes):
+class AdminAPI(PolicyRoutes, InsightsRoutes):
     """Routes /admin/... requests."""
 
     def __init__(

@@ -22,9 +22,12 @@ from lectr.admin.api import (
     ReorderIn,
     RuleIn,
 )
+from lectr.admin.insights import ApplyIn
 from lectr.admin.policy import BudgetIn, LimitIn, TargetIn
 from lectr.admin.routes import ROUTES
 from lectr.health import ProviderHealth
+from lectr.insights import AnomalyFeed, Overview, Recommendation
+from lectr.store.insights import Anomaly
 from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule
 
 _BODIES: dict[str, type[Any]] = {
@@ -37,6 +40,7 @@ _BODIES: dict[str, type[Any]] = {
     "set_budget": BudgetIn,
     "set_limit": LimitIn,
     "set_target": TargetIn,
+    "apply_recommendation": ApplyIn,
 }
 _RESPONSES: dict[str, tuple[int, type[Any] | None, str]] = {
     "list_orgs": (200, None, "{data: [Org]}"),
@@ -68,6 +72,20 @@ _RESPONSES: dict[str, tuple[int, type[Any] | None, str]] = {
     "list_targets": (200, None, "{data: [LatencyTarget]}"),
     "set_target": (200, LatencyTarget, "the p95 latency target for a feature (or '*')"),
     "delete_target": (200, None, "{deleted}"),
+    "overview": (200, Overview, "traffic over since..until (default the last 24 h), from rollups"),
+    "anomalies": (200, AnomalyFeed, "the anomaly feed (all=1: history, dismissed included)"),
+    "dismiss_anomaly": (200, Anomaly, "the dismissed anomaly (no more alerts; out of baselines)"),
+    "recommendations": (200, None, "{data: [Recommendation]} from the last `days` (default 7) of traffic"),
+    "apply_recommendation": (201, Rule, "the routing rule that applies the recommendation"),
+}
+_INSIGHTS_PARAMS = {
+    "overview": [
+        ("since", "Unix seconds or ISO 8601 (default: until - 24 h); aligned to the minute"),
+        ("until", "Unix seconds or ISO 8601 (default: now), exclusive"),
+    ],
+    "anomalies": [("all", "1: every anomaly, dismissed and old ones included")],
+    "recommendations": [("days", "traffic lookback in days (default 7)")],
+    "apply_recommendation": [("days", "the lookback the recommendation was listed with (default 7)")],
 }
 _LOG_PARAMS = [
     ("since", "Unix seconds or ISO 8601 (inclusive)"),
@@ -98,6 +116,11 @@ def document() -> bytes:
             FallbackChain,
             FallbackIn,
             ProviderHealth,
+            Overview,
+            AnomalyFeed,
+            Anomaly,
+            Recommendation,
+            ApplyIn,
         ],
         ref_template="#/components/schemas/{name}",
     )
@@ -139,6 +162,10 @@ def document() -> bytes:
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
                 ]
+        op["parameters"] += [
+            {"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
+            for n, d in _INSIGHTS_PARAMS.get(name, [])
+        ]
         if name in _BODIES:
             ref = f"#/components/schemas/{_BODIES[name].__name__}"
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}

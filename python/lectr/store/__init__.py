@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from lectr.config import Settings
+from lectr.store.insights import InsightsStore
 from lectr.types import ControlData, FallbackChain, KeyEntry, LogFilter, OrgEntry, Record, Rule
 
 KEY_PREFIX = "lc_key_"
@@ -109,7 +110,7 @@ def filter_sql(
     return " AND ".join(where), args
 
 
-class Store(Protocol):
+class Store(InsightsStore, Protocol):
     """What the gateway needs from a database."""
 
     @property

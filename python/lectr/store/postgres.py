@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from lectr.store import Conflict, Missing, encode_cursor, filter_sql, new_key
+from lectr.store.insights import InsightsMixin, pg_payload, pg_upserts, rollup_rows
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
@@ -62,11 +63,22 @@ def _row(rec: Record) -> tuple[Any, ...]:
     return tuple(row)
 
 
+_UPSERTS = dict(pg_upserts())
+
+
+async def _add_rollups(c: psycopg.AsyncConnection[Any], records: list[Record]) -> None:
+    """Add the records to the rollups: one statement per table, rows in key
+    order (so concurrent writers lock rows alike and cannot deadlock)."""
+    for table, rows in rollup_rows(records).items():
+        if rows:
+            await c.execute(_UPSERTS[table], (pg_payload(rows),))
+
+
 def partition_name(day: datetime) -> str:
     return f"requests_{day:%Y%m%d}"
 
 
-class PostgresStore(SharedSQL):
+class PostgresStore(SharedSQL, InsightsMixin):
     _ts_param = "to_timestamp(%s)"
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
 
@@ -80,7 +92,9 @@ class PostgresStore(SharedSQL):
             max_size=max_size,
             open=False,
             timeout=5,
-            kwargs={"autocommit": True, "connect_timeout": 3},
+            # No JIT: every query here is short, and compiling the wide
+            # rollup aggregates takes longer than running them.
+            kwargs={"autocommit": True, "connect_timeout": 3, "options": "-c jit=off"},
             check=AsyncConnectionPool.check_connection,
         )
         self._opened = False
@@ -164,9 +178,11 @@ class PostgresStore(SharedSQL):
                 # Fast path: COPY straight in. A batch that was already stored
                 # (retried after an unacknowledged commit, or replayed from the
                 # spill file) violates the primary key and takes the slow path.
-                async with c.transaction(), c.cursor().copy(f"COPY requests ({_COLS}) FROM STDIN") as copy:
-                    for row in rows:
-                        await copy.write_row(row)
+                async with c.transaction():
+                    async with c.cursor().copy(f"COPY requests ({_COLS}) FROM STDIN") as copy:
+                        for row in rows:
+                            await copy.write_row(row)
+                    await _add_rollups(c, records)
                 return
             except psycopg.errors.UniqueViolation:
                 pass
@@ -178,10 +194,14 @@ class PostgresStore(SharedSQL):
                 async with c.cursor().copy(f"COPY requests_stage ({_COLS}) FROM STDIN") as copy:
                     for row in rows:
                         await copy.write_row(row)
-                await c.execute(
+                cur = await c.execute(
                     f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage "
-                    "ON CONFLICT DO NOTHING"
+                    "ON CONFLICT DO NOTHING RETURNING id"
                 )
+                # Rollups count only the records this statement stored.
+                new_ids = {r[0] for r in await cur.fetchall()}
+                fresh = {r.id: r for r in reversed(records) if r.id in new_ids}
+                await _add_rollups(c, list(fresh.values()))
 
     async def control_version(self) -> int:
         pool = await self._open()
@@ -228,6 +248,16 @@ class PostgresStore(SharedSQL):
                 await c.execute("UPDATE control_version SET version = version + 1")
         except psycopg.errors.IntegrityError as e:
             raise Conflict(f"conflicts with existing data ({e.diag.message_primary})") from None
+
+    async def _exec(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        pool = await self._open()
+        async with pool.connection() as c, c.transaction():
+            return [(await c.execute(q, args)).rowcount for q, args in ops]
+
+    async def _exec_many(self, query: str, rows: list[tuple[Any, ...]]) -> None:
+        pool = await self._open()
+        async with pool.connection() as c, c.transaction(), c.cursor() as cur:
+            await cur.executemany(query, rows)
 
     async def create_org(self, name: str) -> OrgEntry:
         org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())

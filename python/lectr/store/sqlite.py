@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from lectr.store import Conflict, Missing, encode_cursor, filter_sql, new_key
+from lectr.store.insights import InsightsMixin, rollup_rows, sqlite_upserts
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
@@ -27,6 +28,7 @@ _INSERT = (
     f"VALUES ({', '.join('?' for _ in RECORD_FIELDS)})"
 )
 _SELECT = f"SELECT {', '.join(RECORD_FIELDS)} FROM requests"
+_UPSERTS = dict(sqlite_upserts())
 _ORG_COLS = "id, name, disabled, azure_endpoint, azure_api_version, created_at"
 _KEY_COLS = "id, org_id, prefix, key_hash, created_at, revoked_at"
 
@@ -58,7 +60,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class SQLiteStore(SharedSQL):
+class SQLiteStore(SharedSQL, InsightsMixin):
     """Store backed by an SQLite file (safe across processes: WAL + busy timeout)."""
 
     notifications = None  # other processes' changes are found by polling
@@ -136,7 +138,11 @@ class SQLiteStore(SharedSQL):
         def _write(c: sqlite3.Connection) -> None:
             c.execute("BEGIN IMMEDIATE")
             try:
-                c.executemany(_INSERT, rows)
+                # Row by row, to know which records are new: rollups count
+                # only those, so a retried batch adds nothing twice.
+                fresh = [r for r, row in zip(records, rows, strict=True) if c.execute(_INSERT, row).rowcount]
+                for table, rollup in rollup_rows(fresh).items():
+                    c.executemany(_UPSERTS[table], rollup)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
@@ -195,6 +201,31 @@ class SQLiteStore(SharedSQL):
                     raise Missing(missing)
 
         await self._change(_ops)
+
+    async def _exec(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        def _ops(c: sqlite3.Connection) -> list[int]:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [c.execute(q.replace("%s", "?"), args).rowcount for q, args in ops]
+                c.execute("COMMIT")
+                return counts
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        return await self._run(_ops)
+
+    async def _exec_many(self, query: str, rows: list[tuple[Any, ...]]) -> None:
+        def _many(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.executemany(query.replace("%s", "?"), rows)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        await self._run(_many)
 
     async def create_org(self, name: str) -> OrgEntry:
         org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())
