@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 # Reuse Rust build output across clones and CI runs (release builds are slow).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/lectr/target
 
-.PHONY: run install dev test lint test-rust test-py fmt clean
+.PHONY: run install dev test lint test-rust test-py fmt clean stack bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(BIN)/python:
 ## Install the gateway (release build of the Rust core) and start it on SQLite.
 run: install
 	$(BIN)/lectr serve
+
+## The deploy/compose.yaml topology without containers: PostgreSQL, Redis, two
+## gateways behind nginx, Prometheus, on free ports; prints the URLs, Ctrl-C stops.
+stack: install
+	$(BIN)/lectr dev-stack
 
 install: $(BIN)/python
 	$(BIN)/pip install -q .
@@ -45,6 +50,16 @@ fmt: dev
 	cargo fmt --all
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## Benchmarks: Lectr (a release build in its own venv) side by side with direct,
+## nginx and LiteLLM; installs what is missing, writes benchmarks/results/<date>/
+## and the table in benchmarks/README.md (~15 min).
+BENCH_VENV ?= $(HOME)/.cache/lectr/bench-venv
+bench:
+	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q '.[bench]'
+	$(BENCH_VENV)/bin/python -m benchmarks --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

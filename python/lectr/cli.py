@@ -416,6 +416,179 @@ async def _policy_delete(store: Store, a: argparse.Namespace) -> None:
     print(f"{a.group[:-1]} for {scope} deleted")
 
 
+def _insights(store: Store, a: argparse.Namespace) -> Any:
+    from lectr.insights import Insights
+
+    return Insights.from_settings(load(a.config), store)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+async def _overview(store: Store, a: argparse.Namespace) -> None:
+    from lectr.admin.insights import query_time
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    q = {k: v for k in ("since", "until") if (v := getattr(a, k)) is not None}
+    try:
+        ov = await _insights(store, a).overview(org.id, query_time(q, "since"), query_time(q, "until"))
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    t = ov.totals
+    print(f"{org.name}: {_when(ov.since)} to {_when(ov.until)} UTC")
+    print(
+        f"req/min {t.req_per_min:.2f}  error rate {_pct(t.error_rate)}  p95 {_ms(t.p95_latency_ms)} ms  "
+        f"cost/hr ${t.cost_per_hour:.4f}"
+    )
+    print(
+        f"requests {t.requests}  errors {t.errors}  cost ${t.cost_usd:.4f} ({t.unpriced} unpriced)  "
+        f"tokens {t.prompt_tokens}/{t.completion_tokens}  routed by rules {_pct(ov.routed.share)}  "
+        f"untagged {_pct(ov.untagged.share)}"
+    )
+    if ov.untagged.prompt:
+        print(ov.untagged.prompt)
+    for title, rows in (
+        ("FEATURE", ov.by_feature),
+        ("MODEL", ov.by_model),
+        ("PROVIDER", ov.by_provider),
+        ("TASK", ov.by_task),
+    ):
+        print()
+        _table(
+            [
+                [
+                    (b.key or "-")[:32],
+                    str(b.requests),
+                    _pct(b.share),
+                    f"{b.cost_usd:.4f}",
+                    _pct(b.cost_share),
+                    f"{b.prompt_tokens}/{b.completion_tokens}",
+                    _ms(b.avg_latency_ms),
+                    _ms(b.p95_latency_ms),
+                    _pct(b.error_rate),
+                ]
+                for b in rows
+            ],
+            [title, "REQUESTS", "SHARE", "COST $", "COST SHARE", "TOKENS P/C", "AVG MS", "P95 MS", "ERRORS"],
+        )
+    print()
+    _table(
+        [
+            [
+                p.provider,
+                str(p.requests),
+                _ms(p.avg_latency_ms),
+                _pct(None if p.success_pct is None else p.success_pct / 100),
+                p.status,
+            ]
+            for p in ov.providers
+        ],
+        ["PROVIDER", "REQUESTS", "AVG MS", "SUCCESS", "STATUS"],
+    )
+
+
+async def _anomalies_list(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    feed = await _insights(store, a).anomalies(org.id, a.all)
+    if feed.status == "building_baseline":
+        print(f"building baseline: {feed.hours_left:.1f} h of history left before detection starts")
+    _table(
+        [
+            [
+                x.id,
+                _when(x.detected_at),
+                x.type,
+                (x.feature or "(whole org)")[:32],
+                x.severity,
+                x.state + (" (ongoing)" if x.ongoing and x.state != "active" else ""),
+                f"{x.observed:.4g}",
+                f"{x.baseline:.4g}",
+                f"{x.deviation:+.1f}",
+            ]
+            for x in feed.data
+        ],
+        ["ID", "DETECTED (UTC)", "TYPE", "FEATURE", "SEVERITY", "STATE", "OBSERVED", "BASELINE", "SIGMAS"],
+    )
+
+
+async def _anomalies_dismiss(store: Store, a: argparse.Namespace) -> None:
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    try:
+        x = await _insights(store, a).dismiss(org.id, a.id)
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    print(f"anomaly {x.id} ({x.type}) dismissed: no more alerts, its window leaves future baselines")
+
+
+async def _recommendations_list(store: Store, a: argparse.Namespace) -> None:
+    org = await store.get_org(a.org)
+    _table(
+        [
+            [
+                r.id,
+                r.feature[:32],
+                r.task or "-",
+                f"{r.model} -> {r.target_model}",
+                r.confidence,
+                str(r.requests),
+                f"{r.monthly_savings_usd:.2f}",
+                r.applied_rule_id or "-",
+            ]
+            for r in await _insights(store, a).recommendations(org.id, a.days)
+        ],
+        ["ID", "FEATURE", "TASK", "MODEL", "CONFIDENCE", "REQUESTS", "SAVINGS $/MONTH", "APPLIED AS"],
+    )
+
+
+async def _recommendations_apply(store: Store, a: argparse.Namespace) -> None:
+    from lectr.errors import LectrError
+
+    org = await store.get_org(a.org)
+    try:
+        rule = await _insights(store, a).apply(org.id, a.id, a.split, a.days)
+    except LectrError as e:
+        raise StoreError(e.message) from None
+    print(f"rule {rule.name} ({rule.id}) added at priority {rule.priority}, {rule.split_percent}% of matches")
+
+
+def _insights_parsers(sub: Any) -> None:
+    ov = sub.add_parser("overview", help="an org's traffic, cost, latency and errors over a window")
+    ov.add_argument("org")
+    ov.add_argument("--since", help="start (Unix seconds or ISO 8601; default 24 h before --until)")
+    ov.add_argument("--until", help="end, exclusive (default now)")
+    ov.set_defaults(run=_overview)
+    an = sub.add_parser("anomalies", help="anomaly feed").add_subparsers(dest="command", required=True)
+    al = an.add_parser("list", help="anomalies not dismissed (ongoing or of the last 7 days)")
+    al.add_argument("org")
+    al.add_argument("--all", action="store_true", help="every anomaly, dismissed ones included")
+    al.set_defaults(run=_anomalies_list)
+    ad = an.add_parser("dismiss", help="dismiss an anomaly (no more alerts; left out of baselines)")
+    ad.add_argument("org")
+    ad.add_argument("id")
+    ad.set_defaults(run=_anomalies_dismiss)
+    rc = sub.add_parser("recommendations", help="cheaper models per feature").add_subparsers(
+        dest="command", required=True
+    )
+    rl = rc.add_parser("list", help="recommendations from the recent traffic")
+    rl.add_argument("org")
+    rl.add_argument("--days", type=float, default=7, help="traffic lookback (default 7)")
+    rl.set_defaults(run=_recommendations_list)
+    ra = rc.add_parser("apply", help="turn a recommendation into a routing rule")
+    ra.add_argument("org")
+    ra.add_argument("id")
+    ra.add_argument("--split", type=int, help="only this %% of matching traffic (1-100)")
+    ra.add_argument("--days", type=float, default=7, help="the lookback it was listed with (default 7)")
+    ra.set_defaults(run=_recommendations_apply)
+
+
 async def _migrate(store: Store, a: argparse.Namespace) -> None:
     applied = await store.migrate()
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "database is up to date")
@@ -481,6 +654,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
     sub.add_parser("config", help="print the effective settings (secrets masked)")
+    from lectr import devstack  # light at import (no app, no store); it owns its options
+
+    devstack.add_parser(sub)
 
     orgs = sub.add_parser("orgs", help="manage orgs").add_subparsers(dest="command", required=True)
     c = orgs.add_parser("create", help="create an org and print its first key (last line)")
@@ -594,6 +770,7 @@ def _parser() -> argparse.ArgumentParser:
         else:
             gs.add_argument("--p95-ms", type=float, required=True, help="p95 latency objective in ms")
 
+    _insights_parsers(sub)
     lg = sub.add_parser("log", help="show or export an org's request log (newest first)")
     lg.add_argument("org")
     for name, what in (
@@ -628,6 +805,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"lectr: {e}")
     if args.group == "serve":
         _serve(settings)
+        return
+    if args.group == "dev-stack":
+        from lectr.devstack import main as dev_stack
+
+        dev_stack(args)
         return
     if args.group == "config":
         print(json.dumps(masked(settings), indent=2))
