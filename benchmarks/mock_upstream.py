@@ -17,6 +17,8 @@ per-request instructions from `x-mock-*` headers:
 | x-mock-cached: 4        | report that many cached prompt tokens               |
 | x-mock-only-path: /groq | apply the x-mock-* headers only to paths that start |
 |                         | with this prefix (to fail one provider of several)  |
+| x-mock-stamp: 1         | append `@<time.monotonic_ns()>` to each streamed    |
+|                         | content word, taken as it is sent (default --stamp) |
 
 Usage is deterministic: prompt_tokens = len(body) // 4, completion_tokens =
 number of content chunks. Streams include usage only when the request asks
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -129,6 +132,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not no_usage
     interval = _num(request, "x-mock-interval-ms", d.interval_ms) / 1000
     reset_after = int(_num(request, "x-mock-reset-after", -1))
+    stamp = _num(request, "x-mock-stamp", 1 if d.stamp else 0) == 1
     resp = web.StreamResponse(headers={"content-type": "text/event-stream", "x-mock-kind": "sse"})
     await resp.prepare(request)
 
@@ -146,6 +150,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 request.app[STATS]["resets"] += 1
                 return resp
             word = WORDS[i % len(WORDS)]
+            if stamp:  # the benchmarks measure each chunk's transit time with it
+                word = f"{word}@{time.monotonic_ns()}"
             delta: dict[str, Any] = (
                 {"index": 0, "text": word} if legacy else {"index": 0, "delta": {"content": word}}
             )
@@ -176,11 +182,15 @@ async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATS])
 
 
-def make_app(latency_ms: float = 0, chunks: int = 5, interval_ms: float = 0) -> web.Application:
+def make_app(
+    latency_ms: float = 0, chunks: int = 5, interval_ms: float = 0, stamp: bool = False
+) -> web.Application:
     app = web.Application(client_max_size=16 << 20, handler_args={"tcp_keepalive": False})
     app[LOG] = []
     app[STATS] = {"streams_done": 0, "client_gone": 0, "resets": 0}
-    app[DEFAULTS] = argparse.Namespace(latency_ms=latency_ms, chunks=chunks, interval_ms=interval_ms)
+    app[DEFAULTS] = argparse.Namespace(
+        latency_ms=latency_ms, chunks=chunks, interval_ms=interval_ms, stamp=stamp
+    )
     app.router.add_get("/_mock/requests", get_log)
     app.router.add_delete("/_mock/requests", clear_log)
     app.router.add_get("/_mock/stats", get_stats)
@@ -195,10 +205,15 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, default=0)
     p.add_argument("--chunks", type=int, default=5)
     p.add_argument("--interval-ms", type=float, default=0)
+    p.add_argument("--stamp", action="store_true", help="stamp streamed content (see x-mock-stamp)")
     a = p.parse_args()
     print(f"mock upstream on http://{a.host}:{a.port}", flush=True)
     web.run_app(
-        make_app(a.latency_ms, a.chunks, a.interval_ms), host=a.host, port=a.port, print=None, access_log=None
+        make_app(a.latency_ms, a.chunks, a.interval_ms, a.stamp),
+        host=a.host,
+        port=a.port,
+        print=None,
+        access_log=None,
     )
 
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psycopg
 
+from lectr.store import Store
 from lectr.store.postgres import PostgresStore
 from lectr.types import LogFilter, Record
+from lectr.writer import RecordWriter
 from tests.harness import Gateway, Mock
 from tests.pg import Postgres
 
@@ -59,6 +63,38 @@ async def ingest(url: str, n: int, batch: int) -> float:
     for i in range(0, n, batch):
         await store.write_records(records[i : i + batch])
     elapsed = time.perf_counter() - start
+    await store.close()
+    return n / elapsed
+
+
+async def ingest_writer(store: Store, n: int, batch: int = 1_000, spill_dir: Path | None = None) -> float:
+    """Records per second through the gateway's own capture pipeline
+    (`RecordWriter`, default batch size) into `store`: `n` records queued at
+    once, timed until the last one is written."""
+    import tempfile
+
+    await store.migrate()
+    org = await store.create_org(f"ingest-{uuid.uuid4().hex[:8]}")
+    records = synthetic(n, org.id)
+    writer = RecordWriter(
+        store,
+        queue_size=n + 1,
+        batch_size=batch,
+        interval=0.2,
+        spill_dir=spill_dir or Path(tempfile.mkdtemp(prefix="lectr-spill-")),
+    )
+    task = asyncio.ensure_future(writer.run())
+    start = time.perf_counter()
+    for r in records:
+        writer.submit(r)
+    while writer.stats.written < n:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     await store.close()
     return n / elapsed
 
@@ -128,7 +164,6 @@ def _children(pid: int) -> list[int]:
 
 def export_rss(url: str, org_rows: int) -> tuple[int, int, int, float]:
     import tempfile
-    from pathlib import Path
 
     tmp = Path(tempfile.mkdtemp(prefix="lectr-bench-"))
     mock = Mock(tmp)
