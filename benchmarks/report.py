@@ -4,6 +4,7 @@ between its markers after a full run) and the PNG plots."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -376,14 +377,22 @@ def plots(r: dict[str, Any], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     mem = _get(r["targets"], MAIN, "memory")
     if mem and mem["samples"]:
-        secs = mem["seconds"] or 1
-        xs = [min(s[0], secs) / secs * mem["requests"] for s in mem["samples"]]
+        prog = mem.get("progress") or [(0.0, 0), (mem["seconds"], mem["requests"])]
+
+        def served(at: float) -> float:
+            """Requests served by `at` seconds, interpolated between wrk segments."""
+            for (t0, n0), (t1, n1) in itertools.pairwise(prog):
+                if at <= t1:
+                    return n0 + (n1 - n0) * (max(at, t0) - t0) / ((t1 - t0) or 1)
+            return prog[-1][1]
+
+        xs = [served(s[0]) for s in mem["samples"]]
         ax.plot(xs, [s[1] / 2**20 for s in mem["samples"]], label="serving worker")
         ax.plot(xs, [s[2] / 2**20 for s in mem["samples"]], label="process tree")
         ax.axhline(64, linestyle="--", color="grey", label="64 MiB goal")
         ax.set_ylim(bottom=0)
         ax.legend()
-    ax.set_xlabel("requests served (approx., from elapsed time)")
+    ax.set_xlabel("requests served")
     ax.set_ylabel("RSS MiB")
     ax.set_title("Lectr memory under sustained load")
     fig.tight_layout()

@@ -202,32 +202,45 @@ class Bench:
         return out
 
     def rss_run(self, t: Running, rate: float) -> dict[str, Any]:
-        """RSS before, during and after `plan.rss_requests` requests at 32 connections."""
+        """RSS before, during and after `plan.rss_requests` requests at 32
+        connections: wrk in segments of up to 30 s until that many requests
+        were served or `plan.rss_max_s` ran out."""
         p = self.plan
-        seconds = min(p.rss_max_s, max(1.0, p.rss_requests / max(rate, 1.0) * 1.05))
         before = procs.tree_rss(t.pid)
         ready_before = _readyz(t)
         self.say(
-            f"  {t.name} memory: {p.rss_requests:,} requests at ~{rate:.0f} req/s → {seconds:.0f} s "
-            f"(capped at {p.rss_max_s:.0f} s); RSS now {before[0] / 2**20:.1f} MiB"
+            f"  {t.name} memory: up to {p.rss_requests:,} requests (~{p.rss_requests / max(rate, 1):.0f} s "
+            f"at {rate:.0f} req/s, capped at {p.rss_max_s:.0f} s); RSS now {before[0] / 2**20:.1f} MiB"
         )
-        last = [0.0]
-
-        def tick(el: float, largest: int, total: int) -> None:
-            if el - last[0] >= 15:
-                last[0] = el
-                self.say(
-                    f"    {el:4.0f}/{seconds:.0f} s: RSS {largest / 2**20:.1f} MiB (tree {total / 2**20:.1f})"
-                )
-
-        sampler = procs.RssSampler(t.pid, every=1.0, on_sample=tick).start()
+        sampler = procs.RssSampler(t.pid, every=1.0).start()
         cpu = procs.CpuMeter(t.pid).start()
-        res = load.wrk(self.wrk, t.url_fixed, 32, seconds, BODY_FIXED, _headers(t, FEATURE), self.tmp)
+        t0 = time.monotonic()
+        served = errors = 0
+        progress: list[tuple[float, int]] = [(0.0, 0)]
+        while served < p.rss_requests:
+            left = p.rss_max_s - (time.monotonic() - t0)
+            if left < 1:
+                break
+            need = (p.rss_requests - served) / max(rate, 1.0) * 1.02 + 1
+            res = load.wrk(
+                self.wrk, t.url_fixed, 32, min(30.0, left, need), BODY_FIXED, _headers(t, FEATURE), self.tmp
+            )
+            served += res.requests
+            errors += res.errors + res.non2xx
+            rate = res.rps or rate
+            progress.append((time.monotonic() - t0, served))
+            largest, total = procs.tree_rss(t.pid)
+            self.say(
+                f"    {progress[-1][0]:4.0f} s: {served:,} requests ({res.rps:.0f} req/s), "
+                f"RSS {largest / 2**20:.1f} MiB (tree {total / 2**20:.1f})"
+            )
+        seconds = time.monotonic() - t0
         cpu_s = cpu.stop()
         time.sleep(3)  # let the writer drain
         samples = sampler.stop()
         after = procs.tree_rss(t.pid)
         ready_after = _readyz(t)
+        res = load.WrkResult(32, seconds, served, served / seconds, 0, 0, 0, 0, 0, 0, 0, errors, 0, "")
         during = [s[1] for s in samples]
         # Growth between 10 % into the run and its end: flat means no leak.
         tail = [s for s in samples if s[0] >= 0.1 * seconds and s[0] <= seconds] or samples
@@ -249,6 +262,7 @@ class Bench:
             "writer_before": ready_before,
             "writer_after": ready_after,
             "samples": [(round(s[0], 2), s[1], s[2]) for s in samples],
+            "progress": [(round(a, 2), b) for a, b in progress],
         }
         self.say(
             f"  {t.name} memory: {res.requests:,} requests in {res.seconds:.0f} s; "
