@@ -1,7 +1,5 @@
 """Typed interface of the Rust extension `lectr._core` (see rust_core/src)."""
 
-from collections.abc import Awaitable
-
 __version__: str
 
 class LectrCoreError(Exception):
@@ -49,9 +47,24 @@ def count_tokens(text: str, model: str = "gpt-4o") -> int:
 def estimate_prompt_tokens(body: bytes, model: str) -> int:
     """Estimated prompt tokens of a chat, completion or embedding request body."""
 
-class UpstreamResponse:
-    """A provider's response as it arrives."""
+class ResponseReader:
+    """Incremental parser of one HTTP/1.1 response (no I/O: fed the bytes)."""
 
+    def __init__(
+        self, max_buffered: int = 64 << 20, strip_usage: bool = False, head_request: bool = False
+    ) -> None: ...
+    def feed(self, data: bytes) -> int:
+        """0 nothing to hand on, 1 head known and body streaming, 2 complete."""
+    def eof(self) -> int:
+        """The provider closed the connection; raises if the response was cut short."""
+    def take(self) -> bytes | None:
+        """Streamed bytes for the client since the last call, or None."""
+    @property
+    def phase(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def received(self) -> int: ...
     @property
     def status(self) -> int: ...
     @property
@@ -60,8 +73,12 @@ class UpstreamResponse:
     @property
     def is_sse(self) -> bool: ...
     @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def done(self) -> bool: ...
+    @property
     def body(self) -> bytes | None:
-        """The buffered body of a non-SSE response."""
+        """The buffered body of a non-SSE response (or its prefix past the cap)."""
     @property
     def body_complete(self) -> bool: ...
     @property
@@ -69,35 +86,18 @@ class UpstreamResponse:
         """(prompt, completion, cached) as the provider reported, or None."""
     @property
     def saw_done(self) -> bool: ...
-    @property
-    def closed_early(self) -> bool:
-        """Whether close() ended the body before the provider finished it."""
-    def next_chunk(self) -> Awaitable[bytes | None]:
-        """The next chunk for the client, or None at the end."""
-    def close(self) -> None:
-        """Stop reading and close the upstream connection."""
-    def estimate_usage(self, request_body: bytes, model: str) -> Awaitable[tuple[int, int]]:
-        """Estimated (prompt, completion) tokens, counted off the event loop."""
+    def completion_source(self) -> tuple[bytes, bool]:
+        """Retained SSE deltas (True) or the buffered body (False)."""
 
-class Upstream:
-    """A pooled HTTP client for provider calls."""
+def encode_request(
+    method: str,
+    target: str,
+    host: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    auth_style: str = "bearer",
+) -> bytes:
+    """The request bytes for the provider (headers filtered and auth rewritten)."""
 
-    def __init__(
-        self,
-        connect_timeout: float = 5.0,
-        first_byte_timeout: float = 120.0,
-        idle_timeout: float = 120.0,
-        pool_idle_timeout: float = 90.0,
-        pool_max_idle_per_host: int = 512,
-        max_buffered_body: int = 64 << 20,
-    ) -> None: ...
-    def send(
-        self,
-        method: str,
-        url: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        auth_style: str = "bearer",
-        strip_usage: bool = False,
-    ) -> Awaitable[UpstreamResponse]:
-        """Send a request; resolves when headers (and a non-SSE body) arrived."""
+def estimate_usage(request_body: bytes, model: str, response: bytes, from_stream: bool) -> tuple[int, int]:
+    """Estimated (prompt, completion) tokens; releases the GIL."""

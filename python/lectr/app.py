@@ -32,6 +32,7 @@ from lectr.policy import Policy
 from lectr.pricing import PriceTable
 from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
 from lectr.store import open_store
+from lectr.upstream import Upstream
 from lectr.webhooks import WebhookSender
 from lectr.writer import RecordWriter
 
@@ -70,7 +71,7 @@ class App:
             Path(self.settings.data_dir) / "spill",
             self.settings.writer_spill_after_failures,
         )
-        self.upstream = _core.Upstream(
+        self.upstream = Upstream(
             connect_timeout=self.settings.connect_timeout,
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
@@ -112,13 +113,20 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
-        # Load the BPE tables now, not inside the first request that needs an
-        # estimate (they take a noticeable moment to build).
-        loop = asyncio.get_running_loop()
-        warm = loop.run_in_executor(None, lambda: [_core.count_tokens("w", m) for m in ("gpt-4o", "gpt-4")])
+        warm = None
+        if self.settings.warm_tokenizers:
+            # Build the BPE tables now rather than at the first estimate. Off by
+            # default: they cost ~70 MiB per worker and are needed only when a
+            # provider reports no usage (the first estimate then takes ~0.15 s,
+            # on an executor thread, after the response has gone).
+            loop = asyncio.get_running_loop()
+            warm = loop.run_in_executor(
+                None, lambda: [_core.count_tokens("w", m) for m in ("gpt-4o", "gpt-4")]
+            )
         await self.store.migrate()
         await self.control.refresh(force=True)
-        await warm
+        if warm is not None:
+            await warm
         self._tasks = [
             asyncio.ensure_future(self.writer.run()),
             asyncio.ensure_future(self.control.run()),
@@ -170,6 +178,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.writer.drain(timeout=30.0)
+        self.upstream.close()
         self.metrics.close()
         await self.store.close()
 

@@ -60,6 +60,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     connect_timeout: float = 5.0
     first_byte_timeout: float = 120.0
     idle_timeout: float = 120.0
+    warm_tokenizers: bool = False
     writer_queue_size: int = 100_000
     writer_batch_size: int = 1_000
     writer_flush_interval: float = 0.2

@@ -11,7 +11,7 @@ granian (RSGI) -> app.py: dispatch by path
          policy.admit(org, feature, model, ...)    -> Admission   (429 / 503, or a budget's cheaper model)
        6 _send: for the route, then its fallback chain (open breakers skipped):
            providers.upstream_url(...)             -> URL         (400 if Azure is not configured)
-           _core Upstream.send(rewritten headers/body) -> UpstreamResponse
+           upstream.Upstream.send(headers/body)   -> Response    (on the event loop)
            next target on connect error, timeout or a fallback status; else 502/504
        7 body to the client: buffered JSON at once, SSE chunk by chunk as they
          arrive; the Rust tap reads usage and strips what we asked for
@@ -43,6 +43,7 @@ from lectr.metrics import Metrics
 from lectr.policy import Admission, Policy
 from lectr.pricing import PriceTable
 from lectr.types import Record, Target
+from lectr.upstream import Response, Upstream
 from lectr.writer import RecordWriter
 
 log = logging.getLogger("lectr.proxy")
@@ -124,7 +125,7 @@ class Exchange:
         self.error_source: str | None = None
         self.streaming = False
         self.ttfb: float | None = None
-        self.upstream: _core.UpstreamResponse | None = None
+        self.upstream: Response | None = None
         self.upstream_start = 0.0
         self.upstream_ms: float | None = None
         self.body_up = b""
@@ -163,7 +164,7 @@ class Proxy:
         settings: Settings,
         control: ControlPlane,
         writer: RecordWriter,
-        upstream: _core.Upstream,
+        upstream: Upstream,
         prices: PriceTable,
         metrics: Metrics,
         health: Health,
@@ -287,7 +288,7 @@ class Proxy:
         intended: str,
         targets: list[Target],
         retry_on: tuple[int, ...],
-    ) -> _core.UpstreamResponse:
+    ) -> Response:
         """Step 6: send to the first target, failing over down `targets` on a
         connect error, a timeout or a `retry_on` status, before any byte has
         reached the client. Returns the response that will be served."""
@@ -353,7 +354,7 @@ class Proxy:
             ("authorization", f"Bearer {key}")
         ]
 
-    async def _stream(self, proto: Any, resp: _core.UpstreamResponse, ex: Exchange) -> None:
+    async def _stream(self, proto: Any, resp: Response, ex: Exchange) -> None:
         transport = proto.response_stream(resp.status, resp.headers)
         # A client that goes away closes the upstream read, which ends the loop.
         watcher = asyncio.ensure_future(proto.client_disconnect())

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from lectr import _core
+from lectr.upstream import Upstream
 
 log = logging.getLogger("lectr.webhooks")
 
@@ -20,7 +21,7 @@ class WebhookSender:
     """Posts events to one URL; keeps the outcome of the recent ones."""
 
     def __init__(
-        self, upstream: _core.Upstream, url: str | None, attempts: int = 6, max_queue: int = 10_000
+        self, upstream: Upstream, url: str | None, attempts: int = 6, max_queue: int = 10_000
     ) -> None:
         self._upstream = upstream
         self._url = url

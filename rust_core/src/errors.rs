@@ -1,5 +1,5 @@
-//! Python exception types raised by the extension, and the single mapping from
-//! Rust errors to them.
+//! The Python exception types of the extension (the upstream ones are raised
+//! by the Python HTTP client too, so callers catch one family).
 //!
 //! ```text
 //! LectrCoreError
@@ -50,59 +50,6 @@ create_exception!(
     UpstreamError,
     "The provider connection broke or returned an invalid response."
 );
-
-/// What can go wrong on the upstream side, before it becomes a Python error.
-#[derive(Debug)]
-pub enum UpstreamFailure {
-    /// TCP/TLS connection could not be made.
-    Connect(String),
-    /// A timeout elapsed; the string names which one.
-    Timeout(&'static str),
-    /// The connection broke or the response was malformed.
-    Protocol(String),
-}
-
-impl UpstreamFailure {
-    /// Classify a reqwest error. The message never contains request headers,
-    /// so no credential can leak through it.
-    pub fn from_reqwest(err: &reqwest::Error) -> Self {
-        let msg = describe(err);
-        if err.is_connect() {
-            UpstreamFailure::Connect(msg)
-        } else if err.is_timeout() {
-            UpstreamFailure::Timeout("connect")
-        } else {
-            UpstreamFailure::Protocol(msg)
-        }
-    }
-}
-
-/// The reqwest error chain without the URL (which may carry an Azure resource
-/// name but never a key) condensed to one line.
-fn describe(err: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut parts = Vec::new();
-    let mut source = err.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    if parts.is_empty() {
-        "upstream request failed".to_owned()
-    } else {
-        parts.join(": ")
-    }
-}
-
-impl From<UpstreamFailure> for PyErr {
-    fn from(f: UpstreamFailure) -> Self {
-        match f {
-            UpstreamFailure::Connect(m) => UpstreamConnectError::new_err(m),
-            UpstreamFailure::Timeout(which) => UpstreamTimeout::new_err(which),
-            UpstreamFailure::Protocol(m) => UpstreamProtocolError::new_err(m),
-        }
-    }
-}
 
 /// Register the exception classes on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

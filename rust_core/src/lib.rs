@@ -12,20 +12,20 @@
 //! - [`usage`]: usage extraction from JSON bodies and SSE events, and stripping
 //!   of the usage artefacts a client did not ask for.
 //! - [`tokens`]: offline BPE token counting when a provider reports no usage.
-//! - [`upstream`]: the pooled HTTP client and the streaming response handed to
-//!   Python.
+//! - [`h1`]: HTTP/1.1 to the provider without I/O: the request encoder and
+//!   the response reader the event loop feeds (chunked, SSE tap, usage).
 //! - [`errors`]: the Python exception types and the one place Rust errors
 //!   become them.
 //!
-//! No policy, no database and no Python callbacks live here: Python decides,
-//! Rust moves bytes.
+//! No policy, no database, no sockets and no Python callbacks live here:
+//! Python decides and does the I/O, Rust handles the bytes.
 
 pub mod errors;
+pub mod h1;
 pub mod headers;
 pub mod request;
 pub mod sse;
 pub mod tokens;
-pub mod upstream;
 pub mod usage;
 
 use pyo3::prelude::*;
@@ -36,7 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     request::register(m)?;
     tokens::register(m)?;
-    upstream::register(m)?;
+    h1::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

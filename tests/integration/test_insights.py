@@ -24,7 +24,6 @@ import httpx
 import psycopg
 import pytest
 
-from lectr import _core
 from lectr.insights import Insights
 from lectr.insights.anomalies import GRACE, WINDOW, Detector, webhook
 from lectr.insights.recommendations import DowngradeMap
@@ -34,6 +33,7 @@ from lectr.store.insights import HIST_BUCKETS, Anomaly, latency_bucket, percenti
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import LogFilter, Record
+from lectr.upstream import Upstream
 from tests.harness import Gateway, Mock, free_port, running
 from tests.integration.test_admin import TOKEN, api
 from tests.integration.test_proxy import CHAT, error_of, post
@@ -405,7 +405,7 @@ async def test_each_type_fires_on_its_injection_and_noise_does_not(hstore: Store
 
 
 async def test_dismissal_stops_alerts_and_leaves_baselines(hstore: Store, hooks: str) -> None:
-    det = Detector(hstore, webhook(_core.Upstream(), hooks))
+    det = Detector(hstore, webhook(Upstream(), hooks))
     opened = await det.tick(at(LAST))
     spend = next(a for a in opened if a.feature == "spend")
     assert sorted(b["anomaly"]["id"] for _, b in Hooks.received) == sorted(a.id for a in opened)
@@ -445,8 +445,8 @@ async def test_one_webhook_per_anomaly_across_instances_and_retries(
         other = SQLiteStore(hstore.path)  # a second process on the same file
     elif isinstance(hstore, PostgresStore):
         other = PostgresStore(hstore._url)  # a second instance
-    a = Detector(hstore, webhook(_core.Upstream(), hooks))
-    b = Detector(other, webhook(_core.Upstream(), hooks))
+    a = Detector(hstore, webhook(Upstream(), hooks))
+    b = Detector(other, webhook(Upstream(), hooks))
     got = await asyncio.gather(a.tick(at(LAST)), b.tick(at(LAST)))
     assert sorted(len(x) for x in got)[0] == 0  # one leader did the work
     opened = got[0] or got[1]

@@ -37,6 +37,7 @@ import msgspec
 from lectr import _core
 from lectr.store import Store
 from lectr.store.insights import HIST_BUCKETS, Anomaly, WindowStats, percentile
+from lectr.upstream import Upstream
 
 log = logging.getLogger("lectr.insights")
 
@@ -173,7 +174,7 @@ def payload(a: Anomaly) -> bytes:
     return msgspec.json.encode({"event": "anomaly.detected", "anomaly": fields})
 
 
-def webhook(upstream: _core.Upstream, url: str) -> Send:
+def webhook(upstream: Upstream, url: str) -> Send:
     """POST JSON to `url` through the gateway's HTTP client; True on 2xx."""
 
     async def send(body: bytes) -> bool:
