@@ -143,9 +143,18 @@ class _Conn(asyncio.Protocol):
 
     def fail(self, e: BaseException) -> None:
         if self.error is None:
-            self.error = e
+            self.error = e.with_traceback(None)
         self.abort()
         self.wake()
+
+    def raise_error(self) -> None:
+        """Raise the connection's failure as a fresh exception. The stored one
+        never gets a traceback: one would keep the awaiting frames alive (a
+        reference cycle through this connection), and with them granian's
+        stream transport, whose release is what ends the client's response."""
+        e = self.error
+        if e is not None:
+            raise type(e)(*e.args)
 
     def abort(self) -> None:
         self.closed = True
@@ -182,8 +191,7 @@ class _Conn(asyncio.Protocol):
                 self.timer.cancel()
                 self.timer = None
             self.waiter = None
-        if self.error is not None:
-            raise self.error
+        self.raise_error()
 
 
 class Response:
@@ -247,7 +255,7 @@ class Response:
                 return None
             if conn.error is not None:
                 self._release()
-                raise conn.error
+                conn.raise_error()
             if conn.closed:
                 self._release()
                 raise _core.UpstreamProtocolError("the provider connection closed mid-stream")

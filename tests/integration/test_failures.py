@@ -72,6 +72,26 @@ def test_stream_reset_after_first_byte_ends_stream_and_is_recorded(gateway: Gate
     assert rec["token_source"] == "estimated"
 
 
+def test_broken_streams_end_promptly_one_after_another(gateway: Gateway, key: str) -> None:
+    # The client's response must end as soon as the provider's broke, every
+    # time: nothing may keep the stream open until a garbage collection.
+    for _ in range(4):
+        got = b""
+        try:
+            with httpx.stream(
+                "POST",
+                gateway.url + "/v1/chat/completions",
+                json={**CHAT, "stream": True},
+                headers=headers(key, **{"x-mock-reset-after": "2", "x-mock-interval-ms": "0"}),
+                timeout=5,
+            ) as r:
+                for part in r.iter_raw():
+                    got += part
+        except httpx.RemoteProtocolError:
+            pass  # an unterminated chunked body is how a broken stream may end
+        assert got.count(b"data: ") == 2
+
+
 def test_client_disconnect_cancels_upstream_and_records_client_closed(
     gateway: Gateway, mock: Mock, key: str
 ) -> None:
