@@ -39,6 +39,14 @@ directory, every worker writes its values to memory-mapped files there and
 whichever worker answers `/metrics` reads them all, so counters neither reset
 nor split between workers. Without that variable (one process, e.g. tests
 building `App` in-process) the values live in this process only.
+
+Batched: the request path only adds to plain in-process totals (one dict
+entry per distinct label combination, histograms as per-bucket counts); the
+totals reach the collectors in one go each second (`run`), before every
+scrape this worker answers (`render`) and at `close`. A worker's own scrape
+is therefore exact and another worker's figures lag by at most a second
+(prometheus-client's multiprocess values cost an `os.getpid()` and an mmap
+write per update, which per request was ~10 % of the serving thread).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import glob
 import logging
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -102,6 +111,10 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db$")
 
+# How a record's cost is accounted: priced (cost_usd_total), unpriced (usage
+# known, no price: unpriced_requests_total) or neither (no usage).
+_PRICED, _UNPRICED, _NO_USAGE = 1, 2, 0
+
 
 class LabelCap:
     """Admits the first `cap` distinct values of a label; later ones read `other`.
@@ -133,15 +146,19 @@ def status_class(status: int) -> str:
 
 def upstream_outcome(record: Record) -> str:
     """How the provider call went, for per-provider health."""
-    if record.error_category == "client_closed":
+    return _outcome(record.status_code, record.error_category, record.error_source)
+
+
+def _outcome(status: int, category: str | None, source: str | None) -> str:
+    if category == "client_closed":
         return "cancelled"
-    if record.error_source == "network":
+    if source == "network":
         return "network_error"
-    if record.status_code == 429:
+    if status == 429:
         return "rate_limited"
-    if record.status_code >= 500:
+    if status >= 500:
         return "server_error"
-    if record.status_code >= 400:
+    if status >= 400:
         return "client_error"
     return "success"
 
@@ -175,10 +192,71 @@ class _Exposition:
         return sorted(families, key=lambda f: f.name)
 
 
+# What decides a finished request's label sets (and which families it
+# touches): org feature task provider model model_requested status_code
+# error_category error_source token_source rule_id fallback? upstream? pricing.
+_ShapeKey = tuple[
+    str, str, str, str, str, str, int, str | None, str | None, str | None, str | None, bool, bool, int
+]
+
+
+def _buckets(bounds: tuple[float, ...]) -> list[float]:
+    """Per-bucket counts for `bounds` and +Inf (not cumulative), then the sum."""
+    return [0] * (len(bounds) + 1) + [0.0]
+
+
+class _Shape:
+    """The totals of the requests since the last flush that share one key."""
+
+    __slots__ = ("cached", "completion", "cost", "duration", "n", "overhead", "prompt", "ttfb", "upstream")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.duration = _buckets(LATENCY_BUCKETS)
+        self.ttfb = _buckets(LATENCY_BUCKETS)
+        self.overhead = _buckets(OVERHEAD_BUCKETS)
+        self.upstream = _buckets(LATENCY_BUCKETS)
+        self.prompt = 0
+        self.completion = 0
+        self.cached = 0
+        self.cost = 0.0
+
+
+def _check_histograms(layout: Iterable[tuple[Histogram, tuple[float, ...]]], unlabelled: Histogram) -> None:
+    # `_add_observations` writes prometheus-client's per-bucket values
+    # directly (it has no public bulk observe): fail at start, not with wrong
+    # figures, if a release lays them out differently. (A labelled family's
+    # children are checked through the unlabelled one: creating a child
+    # here would export a bogus series.)
+    ok = all(getattr(h, "_upper_bounds", None) == [*bounds, float("inf")] for h, bounds in layout)
+    ok = ok and len(getattr(unlabelled, "_buckets", ())) == len(unlabelled._upper_bounds)
+    if not (ok and callable(getattr(getattr(unlabelled, "_sum", None), "inc", None))):
+        raise RuntimeError("unsupported prometheus_client version: Histogram internals changed")
+
+
+def _add_observations(child: Histogram, counts: list[float]) -> None:
+    """Exactly what `child.observe(v)` for each batched value would have
+    written: observe adds 1 to the first bucket whose bound is >= v (counts
+    are stored per bucket, made cumulative at collection) and v to the sum."""
+    buckets = child._buckets
+    for i, c in enumerate(counts[:-1]):
+        if c:
+            buckets[i].inc(c)
+    child._sum.inc(counts[-1])
+
+
+def _merge(into: list[float], counts: list[float]) -> None:
+    for i, c in enumerate(counts):
+        into[i] += c
+
+
 class Metrics:
     """The gateway's collectors. The request path calls `inflight`,
-    `stream_started` / `stream_ended`, `auth_rejected` and `observe`; the
-    app runs `run` in the background and `close` at shutdown."""
+    `stream_started` / `stream_ended`, `auth_rejected` and `observe`, which
+    only add to in-process totals; the app runs `run` in the background
+    and `close` at shutdown, and `render` answers scrapes, each of which
+    applies the totals to the collectors (`flush`). Single-threaded: every
+    method runs on the worker's event loop."""
 
     def __init__(
         self,
@@ -192,6 +270,12 @@ class Metrics:
         self._features = LabelCap(label_cap, always=(UNTAGGED,))
         self._models = LabelCap(label_cap, always=(NONE,))
         self._orgs_seen: set[str] = set()
+        # Since the last flush: per-shape totals, 401s by code; and the
+        # current in-flight counts the gauges are set to at each flush.
+        self._shapes: dict[_ShapeKey, _Shape] = {}
+        self._auth_pending: dict[str, int] = {}
+        self._inflight_n = 0
+        self._streams_n = 0
         self._dir = multiprocess_dir()
         if self._dir and not getattr(values.ValueClass, "_multiprocess", False):
             # Values would silently stay per process and split between workers.
@@ -331,71 +415,158 @@ class Metrics:
             m for m in vars(self).values() if isinstance(m, MetricWrapperBase)
         ]
         self._exposition = _Exposition(self._dir, self._declared) if self._dir else None
+        _check_histograms(
+            (
+                (self._duration, LATENCY_BUCKETS),
+                (self._ttfb, LATENCY_BUCKETS),
+                (self._upstream_duration, LATENCY_BUCKETS),
+                (self._overhead, OVERHEAD_BUCKETS),
+            ),
+            self._overhead,
+        )
 
     # --- the request path ------------------------------------------------
 
     def inflight(self, delta: int) -> None:
-        self._inflight.inc(delta)
+        self._inflight_n += delta
 
     def stream_started(self) -> None:
-        self._streams.inc()
+        self._streams_n += 1
 
     def stream_ended(self) -> None:
-        self._streams.dec()
+        self._streams_n -= 1
 
     def auth_rejected(self, code: str) -> None:
         """A request refused before an org was known (401s)."""
-        self._auth_rejections.labels(code).inc()
+        self._auth_pending[code] = self._auth_pending.get(code, 0) + 1
 
     def observe(self, record: Record, upstream_ms: float | None) -> None:
-        """Account one finished request (its only metric update)."""
-        org = record.org_id
-        if org not in self._orgs_seen:
-            self._orgs_seen.add(org)
-            for reason in REJECTIONS:
-                self._rejections.labels(org, reason)
-        feature = self._features(record.feature)
-        model = self._models(record.model_actual or NONE)
-        provider = record.provider
-        task = record.task if record.task in TASKS else (NONE if record.task is None else OTHER)
-        self._requests.labels(
-            org,
-            feature,
-            task,
-            provider,
-            model,
+        """Account one finished request (its only metric update): add it to
+        the totals of its shape; `flush` turns them into collector updates."""
+        task = record.task
+        cost = record.cost_usd
+        key: _ShapeKey = (
+            record.org_id,
+            self._features(record.feature),
+            task if task in TASKS else (NONE if task is None else OTHER),
+            record.provider,
+            self._models(record.model_actual or NONE),
             self._models(record.model_requested or NONE),
-            status_class(record.status_code),
-        ).inc()
-        self._duration.labels(org, feature, provider, model).observe(record.latency_ms / 1000.0)
+            record.status_code,
+            record.error_category,
+            record.error_source,
+            record.token_source,
+            record.rule_id,
+            record.fallback_used is not None,
+            upstream_ms is not None,
+            _PRICED
+            if cost is not None
+            else _UNPRICED
+            if record.prompt_tokens is not None or record.completion_tokens is not None
+            else _NO_USAGE,
+        )
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = _Shape()
+        shape.n += 1
+        v = record.latency_ms / 1000.0
+        h = shape.duration
+        h[bisect_left(LATENCY_BUCKETS, v)] += 1
+        h[-1] += v
         if record.ttfb_ms is not None:
-            self._ttfb.labels(org, provider, model).observe(record.ttfb_ms / 1000.0)
+            v = record.ttfb_ms / 1000.0
+            h = shape.ttfb
+            h[bisect_left(LATENCY_BUCKETS, v)] += 1
+            h[-1] += v
         if upstream_ms is not None:
-            self._overhead.observe(max(0.0, record.latency_ms - upstream_ms) / 1000.0)
-            self._upstream.labels(provider, upstream_outcome(record)).inc()
-            self._upstream_duration.labels(provider).observe(upstream_ms / 1000.0)
-        source = record.token_source or NONE
-        for kind, n in (
-            ("prompt", record.prompt_tokens),
-            ("completion", record.completion_tokens),
-            ("cached", record.cached_tokens),
-        ):
-            if n:
-                self._tokens.labels(org, feature, provider, model, kind, source).inc(n)
-        if record.cost_usd is not None:
-            self._cost.labels(org, feature, provider, model).inc(record.cost_usd)
-        elif record.prompt_tokens is not None or record.completion_tokens is not None:
-            self._unpriced.labels(org, provider, model).inc()
-        if record.error_category is not None:
-            self._errors.labels(
-                org, feature, provider, model, record.error_category, record.error_source or NONE
-            ).inc()
-            if record.error_category in REJECTIONS:
-                self._rejections.labels(org, record.error_category).inc()
-        if record.rule_id is not None:
-            self._rule_hits.labels(org, record.rule_id).inc()
-        if record.fallback_used is not None:
-            self._fallbacks.labels(org, provider).inc()
+            v = max(0.0, record.latency_ms - upstream_ms) / 1000.0
+            h = shape.overhead
+            h[bisect_left(OVERHEAD_BUCKETS, v)] += 1
+            h[-1] += v
+            v = upstream_ms / 1000.0
+            h = shape.upstream
+            h[bisect_left(LATENCY_BUCKETS, v)] += 1
+            h[-1] += v
+        if record.prompt_tokens:
+            shape.prompt += record.prompt_tokens
+        if record.completion_tokens:
+            shape.completion += record.completion_tokens
+        if record.cached_tokens:
+            shape.cached += record.cached_tokens
+        if cost is not None:
+            shape.cost += cost
+
+    def flush(self) -> None:
+        """Apply everything the request path accumulated since the last flush
+        to the collectors: one update per distinct series, not per request."""
+        self._inflight.set(self._inflight_n)
+        self._streams.set(self._streams_n)
+        if self._auth_pending:
+            pending, self._auth_pending = self._auth_pending, {}
+            for code, n in pending.items():
+                self._auth_rejections.labels(code).inc(n)
+        if not self._shapes:
+            return
+        shapes, self._shapes = self._shapes, {}
+        counts: dict[Counter, dict[tuple[str, ...], float]] = {}
+        observed: dict[Histogram, dict[tuple[str, ...], list[float]]] = {}
+
+        def inc(family: Counter, labels: tuple[str, ...], amount: float) -> None:
+            series = counts.setdefault(family, {})
+            series[labels] = series.get(labels, 0) + amount
+
+        def add(family: Histogram, labels: tuple[str, ...], buckets: list[float]) -> None:
+            series = observed.setdefault(family, {})
+            if labels in series:
+                _merge(series[labels], buckets)
+            else:
+                series[labels] = buckets
+
+        for key, shape in shapes.items():
+            (org, feature, task, provider, model, requested, status, category, source) = key[:9]
+            token_source, rule, fallback, upstream, pricing = key[9:]
+            n = shape.n
+            if org not in self._orgs_seen:
+                self._orgs_seen.add(org)
+                for reason in REJECTIONS:
+                    self._rejections.labels(org, reason)
+            inc(
+                self._requests,
+                (org, feature, task, provider, model, requested, status_class(status)),
+                n,
+            )
+            add(self._duration, (org, feature, provider, model), shape.duration)
+            if any(shape.ttfb[:-1]):
+                add(self._ttfb, (org, provider, model), shape.ttfb)
+            if upstream:
+                add(self._overhead, (), shape.overhead)
+                inc(self._upstream, (provider, _outcome(status, category, source)), n)
+                add(self._upstream_duration, (provider,), shape.upstream)
+            for kind, tokens in (
+                ("prompt", shape.prompt),
+                ("completion", shape.completion),
+                ("cached", shape.cached),
+            ):
+                if tokens:
+                    inc(self._tokens, (org, feature, provider, model, kind, token_source or NONE), tokens)
+            if pricing == _PRICED:
+                inc(self._cost, (org, feature, provider, model), shape.cost)
+            elif pricing == _UNPRICED:
+                inc(self._unpriced, (org, provider, model), n)
+            if category is not None:
+                inc(self._errors, (org, feature, provider, model, category, source or NONE), n)
+                if category in REJECTIONS:
+                    inc(self._rejections, (org, category), n)
+            if rule is not None:
+                inc(self._rule_hits, (org, rule), n)
+            if fallback:
+                inc(self._fallbacks, (org, provider), n)
+        for counter, series in counts.items():
+            for labels, amount in series.items():
+                counter.labels(*labels).inc(amount)
+        for histogram, hseries in observed.items():
+            for labels, buckets in hseries.items():
+                _add_observations(histogram.labels(*labels) if labels else histogram, buckets)
 
     # --- control plane -----------------------------------------------------
 
@@ -412,7 +583,9 @@ class Metrics:
     # --- background and exposition ------------------------------------------
 
     def sync(self) -> None:
-        """Copy the writer's counters and queue depth into the collectors."""
+        """Flush the request totals; copy the writer's counters and queue
+        depth into the collectors."""
+        self.flush()
         self._depth.set(self._queue_depth())
         counts = self._writer_counts()
         for name in (*WRITER_OUTCOMES, "failures"):
@@ -424,7 +597,8 @@ class Metrics:
 
     async def run(self, interval: float = 1.0) -> None:
         """Sync every `interval` seconds, so any worker's scrape sees every
-        worker's pipeline within that time; forget dead workers' gauges."""
+        worker's requests and pipeline within that time; forget dead
+        workers' gauges."""
         while True:
             try:
                 self.sync()

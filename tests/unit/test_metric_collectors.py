@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lectr.metrics import LabelCap, Metrics, upstream_outcome
+from lectr.metrics import (
+    LATENCY_BUCKETS,
+    OVERHEAD_BUCKETS,
+    REJECTIONS,
+    TASKS,
+    LabelCap,
+    Metrics,
+    status_class,
+    upstream_outcome,
+)
 from lectr.types import Record
 
 
@@ -199,3 +209,148 @@ def test_inflight_gauges(metrics: Metrics) -> None:
     metrics.auth_rejected("invalid_lectr_key")
     assert get(metrics, "lectr_auth_rejections_total", code="invalid_lectr_key") == 1
     assert get(metrics, "lectr_auth_rejections_total", code="missing_lectr_key") == 0
+
+
+# --- batching: the same exposition as one collector update per request -------------
+
+
+def observe_directly(m: Metrics, record: Record, upstream_ms: float | None) -> None:
+    """`Metrics.observe` as it was before batching: every update straight into
+    prometheus-client, per request. The reference the batched totals must match."""
+    org = record.org_id
+    if org not in m._orgs_seen:
+        m._orgs_seen.add(org)
+        for reason in REJECTIONS:
+            m._rejections.labels(org, reason)
+    feature = m._features(record.feature)
+    model = m._models(record.model_actual or "none")
+    provider = record.provider
+    task = record.task if record.task in TASKS else ("none" if record.task is None else "other")
+    requested = m._models(record.model_requested or "none")
+    m._requests.labels(org, feature, task, provider, model, requested, status_class(record.status_code)).inc()
+    m._duration.labels(org, feature, provider, model).observe(record.latency_ms / 1000.0)
+    if record.ttfb_ms is not None:
+        m._ttfb.labels(org, provider, model).observe(record.ttfb_ms / 1000.0)
+    if upstream_ms is not None:
+        m._overhead.observe(max(0.0, record.latency_ms - upstream_ms) / 1000.0)
+        m._upstream.labels(provider, upstream_outcome(record)).inc()
+        m._upstream_duration.labels(provider).observe(upstream_ms / 1000.0)
+    source = record.token_source or "none"
+    for kind, n in (
+        ("prompt", record.prompt_tokens),
+        ("completion", record.completion_tokens),
+        ("cached", record.cached_tokens),
+    ):
+        if n:
+            m._tokens.labels(org, feature, provider, model, kind, source).inc(n)
+    if record.cost_usd is not None:
+        m._cost.labels(org, feature, provider, model).inc(record.cost_usd)
+    elif record.prompt_tokens is not None or record.completion_tokens is not None:
+        m._unpriced.labels(org, provider, model).inc()
+    if record.error_category is not None:
+        m._errors.labels(
+            org, feature, provider, model, record.error_category, record.error_source or "none"
+        ).inc()
+        if record.error_category in REJECTIONS:
+            m._rejections.labels(org, record.error_category).inc()
+    if record.rule_id is not None:
+        m._rule_hits.labels(org, record.rule_id).inc()
+    if record.fallback_used is not None:
+        m._fallbacks.labels(org, provider).inc()
+
+
+def traffic(n: int, seed: int = 7) -> list[tuple[Record, float | None]]:
+    """Varied records, with latencies on, just past and far past bucket bounds."""
+    rng = random.Random(seed)
+    bounds_ms = [b * 1000.0 for b in (*LATENCY_BUCKETS, *OVERHEAD_BUCKETS)]
+    out: list[tuple[Record, float | None]] = []
+    for i in range(n):
+        error = rng.choice([None, None, None, *REJECTIONS, "server_error", "client_closed"])
+        latency = rng.choice([*bounds_ms, 0.0, 1e-3, 123.4, 400_000.0, rng.uniform(0, 2000)])
+        upstream = rng.choice([None, latency, max(0.0, latency - rng.choice(bounds_ms)), latency + 5])
+        priced = rng.random() < 0.6
+        usage = rng.random() < 0.8
+        out.append(
+            (
+                record(
+                    id=str(i),
+                    org_id=rng.choice(["org_1", "org_2", "org_3"]),
+                    provider=rng.choice(["openai", "anthropic"]),
+                    model_actual=rng.choice(["gpt-4o-mini", "gpt-4.1", "claude-3-5-haiku", None]),
+                    model_requested=rng.choice(["gpt-4o-mini", "gpt-4o", None]),
+                    feature=rng.choice(["search", "chat", "extract", "a", "b", "untagged"]),
+                    task=rng.choice([None, "classification", "poetry"]),
+                    status_code=rng.choice([200, 200, 400, 429, 499, 500, 502]),
+                    error_category=error,
+                    error_source=rng.choice([None, "proxy", "provider", "network"]) if error else None,
+                    latency_ms=latency,
+                    ttfb_ms=rng.choice([None, latency / 2, rng.choice(bounds_ms)]),
+                    prompt_tokens=rng.choice([0, 17, 100]) if usage else None,
+                    completion_tokens=rng.choice([0, 5]) if usage else None,
+                    cached_tokens=rng.choice([None, 0, 40]) if usage else None,
+                    token_source=rng.choice(["provider", "estimated", None]),
+                    cost_usd=rng.choice([0.0, 0.25, 1e-6]) if priced else None,
+                    rule_id=rng.choice([None, "rule_1", "rule_2"]),
+                    fallback_used=rng.choice([None, None, "openai/gpt-4o-mini"]),
+                ),
+                upstream,
+            )
+        )
+    return out
+
+
+def test_batched_totals_export_what_per_request_updates_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    batched, direct = Metrics(lambda: 0, label_cap=3), Metrics(lambda: 0, label_cap=3)
+    reqs = traffic(600)
+    for i, (rec, up) in enumerate(reqs):
+        batched.observe(rec, up)
+        observe_directly(direct, rec, up)
+        if i % 97 == 0:
+            batched.flush()  # several flushes: totals add onto what earlier ones wrote
+    for code in ("invalid_lectr_key", "invalid_lectr_key", "org_disabled"):
+        batched.auth_rejected(code)
+        direct._auth_rejections.labels(code).inc()
+    got, want = values(batched), values(direct)
+    assert got.keys() == want.keys()
+    assert {k for k, _ in got} >= {
+        "lectr_requests_total",
+        "lectr_request_duration_seconds_bucket",
+        "lectr_time_to_first_byte_seconds_bucket",
+        "lectr_gateway_overhead_seconds_bucket",
+        "lectr_upstream_duration_seconds_bucket",
+        "lectr_tokens_total",
+        "lectr_cost_usd_total",
+        "lectr_unpriced_requests_total",
+        "lectr_errors_total",
+        "lectr_rejections_total",
+        "lectr_rule_hits_total",
+        "lectr_fallbacks_total",
+    }
+    assert any(dict(lab).get("feature") == "other" for _, lab in got)  # the cap was reached
+    for k, v in want.items():
+        # Sums add in a different order: equal up to float rounding; counts exactly.
+        assert got[k] == (
+            pytest.approx(v, rel=1e-12, abs=1e-15) if k[0].endswith(("_sum", "usd_total")) else v
+        ), k
+    # Everything was applied: another flush changes nothing.
+    batched.flush()
+    assert values(batched) == got
+
+
+def test_nothing_reaches_the_collectors_until_a_flush(metrics: Metrics) -> None:
+    metrics.observe(record(), upstream_ms=25.0)
+    metrics.inflight(1)
+    assert [s.value for f in metrics._requests.collect() for s in f.samples] == []
+    assert metrics._inflight._value.get() == 0
+    metrics.flush()
+    assert [s.value for f in metrics._requests.collect() for s in f.samples] == [1.0]
+    assert metrics._inflight._value.get() == 1
+
+
+def test_values_a_request_lacks_create_no_series(metrics: Metrics) -> None:
+    metrics.observe(record(ttfb_ms=None, prompt_tokens=0, cached_tokens=None), upstream_ms=None)
+    names = {(n, dict(lab).get("kind")) for n, lab in values(metrics)}
+    assert ("lectr_request_duration_seconds_count", None) in names
+    assert not {n for n, _ in names if n.startswith(("lectr_time_to_first_byte", "lectr_upstream_duration"))}
+    assert {k for n, k in names if n == "lectr_tokens_total"} == {"completion"}
