@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from lectr.errors import BudgetExceeded, LectrError, PolicyUnavailable, RateLimited, StreamsExceeded
-from lectr.policy.counters import Check, Counters, LocalCounters, RedisCounters, Settle
+from lectr.policy.counters import Check, Counters, LocalCounters, Settle
 from lectr.pricing import PriceTable
 from lectr.types import Budget, LatencyTarget, RateLimit
 
@@ -89,7 +89,13 @@ class Policy:
         on_alert: Any = None,
     ) -> None:
         self._prices = prices
-        self._counters: Counters = RedisCounters(redis_url, redis_timeout) if redis_url else LocalCounters()
+        self._counters: Counters
+        if redis_url:
+            from lectr.policy.redis_counters import RedisCounters
+
+            self._counters = RedisCounters(redis_url, redis_timeout)
+        else:
+            self._counters = LocalCounters()
         self._shared = redis_url is not None
         self._timeout = redis_timeout
         self._fail_open = fail_open
@@ -140,9 +146,9 @@ class Policy:
     async def _guard(self, aw: Any) -> Any:
         """Run a counter call; a slow or failed counter store is reported as
         PolicyUnavailable (the caller applies fail-open / fail-closed)."""
-        # The bound is the Redis client's own socket timeouts (redis_timeout):
-        # an extra timer here would also fire on event-loop lag under load and
-        # fail open while Redis itself is fine.
+        # The bound is the counters' own (redis_timeout): one deadline per
+        # admission or settlement round trip, the client's socket timeouts for
+        # the rest. A second timer here would only add cost on the request path.
         try:
             return await aw
         except LectrError:
