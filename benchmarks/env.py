@@ -120,8 +120,10 @@ def machine() -> dict[str, Any]:
 def lectr_build() -> dict[str, Any]:
     """Which Lectr the runner's interpreter imports, and how it was built."""
     import lectr
+    from lectr import _core
 
     where = Path(lectr.__file__).resolve().parent
+    profile = getattr(_core, "BUILD_PROFILE", "unknown")
     editable = ROOT / "python" in where.parents or where == ROOT / "python" / "lectr"
     sha = _run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"])
     dirty = _run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
@@ -129,7 +131,7 @@ def lectr_build() -> dict[str, Any]:
         "version": lectr.__version__,
         "git": sha + ("+dirty" if dirty and "unavailable" not in dirty else ""),
         "path": str(where),
-        "build": "editable (maturin develop: debug build)" if editable else "installed wheel (release build)",
+        "build": f"{'editable (maturin develop)' if editable else 'installed wheel'}, {profile} build",
     }
 
 

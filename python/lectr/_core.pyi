@@ -1,6 +1,7 @@
 """Typed interface of the Rust extension `lectr._core` (see rust_core/src)."""
 
 __version__: str
+BUILD_PROFILE: str  # "release" or "debug"
 
 class LectrCoreError(Exception):
     """Base class of every error raised by lectr._core."""

@@ -38,5 +38,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tokens::register(m)?;
     h1::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Benchmarks report which build they measured.
+    m.add(
+        "BUILD_PROFILE",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     Ok(())
 }
