@@ -2,7 +2,9 @@
 latency on 10 M rows (with the plan), and gateway RSS while exporting 1 M rows
 as CSV.
 
-Run: `PYTHONPATH=. python -m benchmarks.storage [--rows 10000000] [--ingest 300000]`.
+Run: `PYTHONPATH=. python -m benchmarks.storage [--rows 10000000] [--ingest 300000]`;
+`--only ingest` measures just the ingest (`write_records` in batches of
+`--batch`, then the gateway's `RecordWriter` with its default batch size).
 Loopback only; everything it starts it stops.
 """
 
@@ -214,11 +216,16 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--ingest", type=int, default=300_000)
     p.add_argument("--batch", type=int, default=5_000)
+    p.add_argument("--only", choices=["ingest"], help="run just this part")
     a = p.parse_args()
     pg = Postgres()
     try:
         rate = asyncio.run(ingest(pg.url, a.ingest, a.batch))
         print(f"ingest: {a.ingest} records in batches of {a.batch}: {rate:,.0f} records/s", flush=True)
+        if a.only == "ingest":
+            rate = asyncio.run(ingest_writer(PostgresStore(pg.url), a.ingest))
+            print(f"ingest: {a.ingest} records through RecordWriter (batch 1000): {rate:,.0f} records/s")
+            return
         load_s = bulk_load(pg.url, a.rows)
         print(f"bulk load: {a.rows:,} rows in {load_s:.0f}s", flush=True)
         med, worst, plan = asyncio.run(query(pg.url))

@@ -159,20 +159,28 @@ def rollup_rows(records: Iterable[Record]) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def upsert_sql(table: str, placeholders: str) -> str:
-    """Add delta rows to a rollup table (`placeholders` is the VALUES or
-    SELECT source of the rows)."""
+def upsert_parts(table: str) -> tuple[str, str]:
+    """The SQL before and after the source of the rows (VALUES or SELECT)
+    of a statement adding delta rows to a rollup table."""
     cols = (*KEY_COLS, *SUM_COLS)
     sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUM_COLS)
     return (
-        f"INSERT INTO {table} ({', '.join(cols)}) {placeholders} "
-        f"ON CONFLICT ({', '.join(KEY_COLS)}) DO UPDATE SET {sets}"
+        f"INSERT INTO {table} ({', '.join(cols)})",
+        f" ON CONFLICT ({', '.join(KEY_COLS)}) DO UPDATE SET {sets}",
     )
 
 
-def sqlite_upserts() -> list[tuple[str, str]]:
-    n = len(KEY_COLS) + len(SUM_COLS)
-    return [(t, upsert_sql(t, f"VALUES ({', '.join('?' * n)})")) for t, _ in LEVELS]
+def upsert_sql(table: str, placeholders: str) -> str:
+    """Add delta rows to a rollup table (`placeholders` is the VALUES or
+    SELECT source of the rows)."""
+    head, tail = upsert_parts(table)
+    return f"{head} {placeholders}{tail}"
+
+
+def sqlite_upserts() -> list[tuple[str, tuple[str, str]]]:
+    """Per table, the head and tail of the upsert; SQLite's writer puts a
+    multi-row VALUES list between them."""
+    return [(t, upsert_parts(t)) for t, _ in LEVELS]
 
 
 def pg_upserts() -> list[tuple[str, str]]:
