@@ -175,3 +175,15 @@ def test_csv_rows_quote_and_neutralise() -> None:
     assert row[header.index("task")] == "'-x"
     assert row[header.index("model_requested")] == "a,b"
     assert row[header.index("time_utc")] == "1970-01-01T00:00:00.000Z"
+
+
+def test_record_ids_are_time_ordered_and_unique() -> None:
+    from lectr.proxy import record_id
+
+    ids = [record_id(1_700_000_000.0 + i / 1000) for i in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # Different milliseconds sort by time; one millisecond's ids are still distinct.
+    assert ids == sorted(ids)
+    same = {record_id(1_700_000_000.0) for _ in range(1000)}
+    assert len(same) == 1000
