@@ -235,12 +235,17 @@ class Policy:
         if budget.action == "fallback" and budget.fallback_model:
             # Served by the cheaper model, without a reservation against the
             # exhausted budget (nothing was taken: admission is all or nothing);
-            # other limits are still enforced.
-            rest = [c for c in checks if c.kind != "bud"]
-            if rest:
+            # other limits are still enforced. Each budget gets a hold of
+            # nothing instead, so the settlement that adds the cost applies once.
+            rest = [c if c.kind != "bud" else Check("hold", c.key, 0.0, 0.0) for c in checks]
+            try:
                 verdict = await self._guard(self._counters.admit(rest, member, now_ms))
-                if verdict.failed >= 0:
-                    raise RateLimited("rate limit reached", verdict.retry_after_ms)
+            except PolicyUnavailable:
+                if self._fail_open:
+                    return None
+                raise
+            if verdict.failed >= 0:
+                raise RateLimited("rate limit reached", verdict.retry_after_ms)
             # Their cost still counts as spend: budgets settle with nothing reserved.
             return Admission(
                 member,
@@ -288,7 +293,9 @@ class Policy:
                 await self._alert(budget, "hard", key, now)
 
     async def run(self, interval: float = 0.5) -> None:
-        """Retry settlements that failed while the counter store was away."""
+        """Retry settlements that failed while the counter store was away.
+        One that did reach it (a timeout after the script ran) is not applied
+        again: settlement is idempotent per member (see `counters`)."""
         delay = interval
         while True:
             await asyncio.sleep(delay)

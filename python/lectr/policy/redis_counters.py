@@ -15,39 +15,90 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from lectr.policy.counters import Check, Settle, Verdict
 
-# KEYS: one per check. ARGV: now_ms, member, then 4 values per check
-# (kind, limit, amount, window_ms). Returns {failed_index (0-based, -1 ok), retry_ms}.
+# Key layout. `req` and `str`: a sorted set at the check's key, members
+# `member|amount` scored by admission time. `tok`: the same log at `<key>:log`
+# and the sum of its amounts at `<key>:sum` (a string, INCRBYFLOAT), both with
+# the same expiry; new names, so a log written before the running total
+# existed is never read as one that has it. `bud`: a hash at the key with
+# `spent`, `reserved` and a hold `r:<member>` (the amount reserved) per admitted,
+# unsettled request: settlement applies only by removing a hold, so it applies
+# once. Old instances read `spent` and `reserved` alike and ignore the holds.
+#
+# KEYS, in both scripts: per check (settlement) its key, and for a `tok` one
+# the log then the sum.
+
+# ARGV: now_ms, member, then 4 values per check (kind, limit, amount, window_ms).
+# Returns {failed_index (0-based, -1 ok), retry_ms}.
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local member = ARGV[2]
-local n = #KEYS
+local n = (#ARGV - 2) / 4
+local keys, sums = {}, {}
+local k = 1
+for i = 1, n do
+  keys[i] = KEYS[k]
+  k = k + 1
+  if ARGV[3 + (i - 1) * 4] == 'tok' then
+    sums[i] = KEYS[k]
+    k = k + 1
+  end
+end
+
+local function amount_of(m)
+  return tonumber(string.match(m, '|([^|]+)$'))
+end
+
+-- The tokens in a window: the running total less the entries that left it
+-- (read before they are removed), O(log n + removed).
+local function tokens(key, sum, cutoff)
+  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', cutoff)
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff) end
+  if redis.call('ZCARD', key) == 0 then
+    redis.call('DEL', sum)  -- an empty window sums to exactly 0 again
+    return 0
+  end
+  local total = redis.call('GET', sum)
+  if not total then
+    -- A log without its total (evicted apart): add it up once, then keep it.
+    local t = 0
+    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do t = t + amount_of(m) end
+    redis.call('SET', sum, string.format('%.17g', t))
+    local ttl = redis.call('PTTL', key)
+    if ttl > 0 then redis.call('PEXPIRE', sum, ttl) end
+    return t
+  end
+  if #gone == 0 then return tonumber(total) end
+  local out = 0
+  for _, m in ipairs(gone) do out = out + amount_of(m) end
+  return tonumber(redis.call('INCRBYFLOAT', sum, string.format('%.17g', -out)))
+end
+
 for i = 1, n do
   local kind = ARGV[3 + (i - 1) * 4]
   local limit = tonumber(ARGV[4 + (i - 1) * 4])
   local amount = tonumber(ARGV[5 + (i - 1) * 4])
   local window = tonumber(ARGV[6 + (i - 1) * 4])
-  local key = KEYS[i]
+  local key = keys[i]
   if kind == 'bud' then
     local v = redis.call('HMGET', key, 'spent', 'reserved')
     local spent = tonumber(v[1]) or 0
     local reserved = tonumber(v[2]) or 0
     if spent + reserved + amount > limit then return {i - 1, 0} end
-  else
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    local used
+  elseif kind ~= 'hold' then
+    local used, need
     if kind == 'tok' then
-      used = 0
-      for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-        used = used + tonumber(string.match(m, '|([^|]+)$'))
-      end
+      used = tokens(key, sums[i], now - window)
+      need = amount
     else
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
       used = redis.call('ZCARD', key)
+      need = 1
     end
-    local need = 1
-    if kind == 'tok' then need = amount end
     if used + need > limit then
       local retry = 1000
       if kind ~= 'str' then
+        -- when the oldest entry leaves; a whole window when none is there (as in-process)
+        retry = window
         local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
         if oldest[2] then retry = tonumber(oldest[2]) + window - now end
       end
@@ -58,38 +109,70 @@ for i = 1, n do
 end
 for i = 1, n do
   local kind = ARGV[3 + (i - 1) * 4]
-  local amount = tonumber(ARGV[5 + (i - 1) * 4])
+  local amount = ARGV[5 + (i - 1) * 4]
   local window = tonumber(ARGV[6 + (i - 1) * 4])
-  local key = KEYS[i]
+  local key = keys[i]
   if kind == 'bud' then
-    redis.call('HINCRBYFLOAT', key, 'reserved', amount)
+    if redis.call('HSETNX', key, 'r:' .. member, amount) == 1 then  -- a member holds once
+      redis.call('HINCRBYFLOAT', key, 'reserved', amount)
+    end
+  elseif kind == 'hold' then
+    redis.call('HSETNX', key, 'r:' .. member, '0')
   else
-    redis.call('ZADD', key, now, member .. '|' .. ARGV[5 + (i - 1) * 4])
+    local added = redis.call('ZADD', key, now, member .. '|' .. amount)
     redis.call('PEXPIRE', key, window + 1000)
+    if kind == 'tok' then
+      if added == 1 then redis.call('INCRBYFLOAT', sums[i], amount) end
+      redis.call('PEXPIRE', sums[i], window + 1000)
+    end
   end
 end
 return {-1, 0}
 """
 
-# KEYS: one per settlement. ARGV: member, then 3 per settlement (kind, reserved, actual).
+# ARGV: member, then 3 per settlement (kind, reserved, actual).
 # Returns the spend after each budget settlement.
 _SETTLE = """
 local member = ARGV[1]
 local out = {}
-for i = 1, #KEYS do
+local k = 1
+for i = 1, (#ARGV - 1) / 3 do
   local kind = ARGV[2 + (i - 1) * 3]
   local reserved = ARGV[3 + (i - 1) * 3]
   local actual = ARGV[4 + (i - 1) * 3]
-  local key = KEYS[i]
+  local key = KEYS[k]
+  k = k + 1
   if kind == 'bud' then
-    redis.call('HINCRBYFLOAT', key, 'reserved', -tonumber(reserved))
-    out[#out + 1] = redis.call('HINCRBYFLOAT', key, 'spent', tonumber(actual))
+    local field = 'r:' .. member
+    local held = redis.call('HGET', key, field)
+    if held then
+      redis.call('HDEL', key, field)
+      if tonumber(held) ~= 0 then redis.call('HINCRBYFLOAT', key, 'reserved', '-' .. held) end
+      out[#out + 1] = redis.call('HINCRBYFLOAT', key, 'spent', actual)
+    else
+      -- No hold: settled already (a retry whose first attempt got here) or never admitted.
+      out[#out + 1] = redis.call('HGET', key, 'spent') or '0'
+    end
   else
+    local sum
+    if kind == 'tok' then
+      sum = KEYS[k]
+      k = k + 1
+    end
+    -- Only an entry that still holds the reserved amount: a replay finds none.
     local old = member .. '|' .. reserved
     local score = redis.call('ZSCORE', key, old)
     if score then
       redis.call('ZREM', key, old)
-      if kind == 'tok' then redis.call('ZADD', key, score, member .. '|' .. actual) end
+      if kind == 'tok' then
+        local delta = -tonumber(reserved)
+        if redis.call('ZADD', key, score, member .. '|' .. actual) == 1 then
+          delta = delta + tonumber(actual)
+        end
+        if delta ~= 0 and redis.call('EXISTS', sum) == 1 then
+          redis.call('INCRBYFLOAT', sum, string.format('%.17g', delta))
+        end
+      end
     end
   end
 end
@@ -113,6 +196,8 @@ class _Script:
 
 _ADMIT_SCRIPT = _Script(_ADMIT)
 _SETTLE_SCRIPT = _Script(_SETTLE)
+_LOG = b":log"  # a `tok` check's log and running total (see the key layout above)
+_SUM = b":sum"
 MAX_IDLE_CONNECTIONS = 32
 _EARLY = 0.001  # a timer may fire up to this much before a deadline and still count it as due
 # Whether an idle connection has something to read or saw EOF: `can_read` since
@@ -254,20 +339,32 @@ class RedisCounters:
             await conn.disconnect(nowait=True)
 
     async def admit(self, checks: list[Check], member: str, now_ms: int) -> Verdict:
+        keys: list[bytes] = []
         args = [b"%d" % now_ms, member.encode()]
         for c in checks:
+            key = c.key.encode()
+            if c.kind == "tok":
+                keys += (key + _LOG, key + _SUM)
+            else:
+                keys.append(key)
             args += [c.kind.encode(), _num(c.limit), _num(c.amount), b"%d" % c.window_ms]
-        failed, retry = await self._eval(_ADMIT_SCRIPT, [c.key.encode() for c in checks], args)
+        failed, retry = await self._eval(_ADMIT_SCRIPT, keys, args)
         return Verdict(int(failed), int(retry))
 
     async def settle(self, settles: list[Settle], member: str) -> list[float]:
         if not settles:
             return []
         # Stream and token entries were added as member|amount at admission.
+        keys: list[bytes] = []
         args = [member.encode()]
         for s in settles:
+            key = s.key.encode()
+            if s.kind == "tok":
+                keys += (key + _LOG, key + _SUM)
+            else:
+                keys.append(key)
             args += [s.kind.encode(), _num(s.reserved), _num(s.actual)]
-        out = await self._eval(_SETTLE_SCRIPT, [s.key.encode() for s in settles], args)
+        out = await self._eval(_SETTLE_SCRIPT, keys, args)
         return [float(v) for v in out]
 
     async def budget(self, key: str) -> tuple[float, float]:
@@ -279,7 +376,9 @@ class RedisCounters:
             await self._r.pexpire(key, ttl_ms)
 
     async def usage(self, kind: str, key: str, window_ms: int, now_ms: int) -> float:
-        members = await self._r.zrangebyscore(key, now_ms - window_ms, "+inf")
+        # Off the request path: the entries in the window, as admission counts them.
+        log = key + ":log" if kind == "tok" else key
+        members = await self._r.zrangebyscore(log, f"({now_ms - window_ms}", "+inf")
         if kind == "tok":
             total = 0.0
             for m in members:
