@@ -211,6 +211,13 @@ class Response:
         if reader.done:
             self._release()
 
+    def __del__(self) -> None:
+        # A caller that drops a response mid-body (an exception on its way to
+        # the client, a webhook that only wanted the status) must not leave
+        # the provider connection open and paused: nothing else would close it.
+        if not self._done and self._conn is not None:
+            self._conn.abort()
+
     @property
     def headers(self) -> list[tuple[str, str]]:
         """Response headers for the client (hop-by-hop removed)."""

@@ -5,6 +5,7 @@ first-byte timeouts, a slow consumer, TLS, and what error messages carry."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -177,6 +178,26 @@ async def test_sse_streams_as_it_arrives_with_usage_stripped() -> None:
             rest += chunk
         assert rest == b"data: [DONE]\n\n"  # the usage event we asked for is gone
         assert resp.usage == (4, 1, 0) and resp.saw_done
+        up.close()
+
+
+async def test_a_dropped_streaming_response_closes_its_connection() -> None:
+    closed = asyncio.Event()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: {}\n\n")
+        await w.drain()
+        await r.read()  # returns at EOF: the gateway closed its side
+        closed.set()
+
+    async with Server(handler) as srv:
+        up = Upstream()
+        resp = await up.send("POST", srv.url(), [], b"{}")
+        assert resp.is_sse
+        del resp
+        gc.collect()
+        await asyncio.wait_for(closed.wait(), timeout=5)
         up.close()
 
 
