@@ -178,12 +178,16 @@ class _Conn(asyncio.Protocol):
             return
         self.fail(_core.UpstreamTimeout("idle"))
 
-    async def wait(self, loop: asyncio.AbstractEventLoop, which: str, limit: float) -> None:
+    async def wait(self, loop: asyncio.AbstractEventLoop, first_byte: float | None = None) -> None:
         """Until the reader has news for the caller, the connection fails, or
-        the timeout `which` (first_byte or idle) runs out."""
+        a timeout runs out: `first_byte` seconds while the head is awaited,
+        else the connection's idle timeout."""
         fut: asyncio.Future[None] = loop.create_future()
         self.waiter = fut
-        self.timer = loop.call_later(limit, self._timed_out, which)
+        if first_byte is None:
+            self.timer = loop.call_later(self.idle_limit, self._timed_out, "idle")
+        else:
+            self.timer = loop.call_later(first_byte, self._timed_out, "first_byte")
         try:
             await fut
         finally:
@@ -267,7 +271,7 @@ class Response:
                 self._release()
                 raise _core.UpstreamProtocolError("the provider connection closed mid-stream")
             try:
-                await conn.wait(self._pool.loop(), "idle", conn.idle_limit)
+                await conn.wait(self._pool.loop())
             except BaseException:
                 self._release()
                 raise
@@ -418,10 +422,10 @@ class Upstream:
             assert conn.transport is not None
             conn.transport.write(request)
             try:
-                await conn.wait(loop, "first_byte", self.first_byte_timeout)
+                await conn.wait(loop, self.first_byte_timeout)
                 while reader.phase == _PENDING:
                     # Head in, a JSON body still arriving.
-                    await conn.wait(loop, "idle", self.idle_timeout)
+                    await conn.wait(loop)
             except _core.UpstreamProtocolError:
                 conn.reader = None
                 conn.abort()

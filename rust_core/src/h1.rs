@@ -183,11 +183,8 @@ impl ResponseReader {
     pub fn push(&mut self, data: &[u8]) -> Result<Phase, String> {
         self.received += data.len() as u64;
         if self.phase == Phase::Done {
-            if data.is_empty() {
-                return Ok(Phase::Done);
-            }
             // Bytes after a complete response: the connection is not reusable.
-            self.keep_alive = false;
+            self.keep_alive &= data.is_empty();
             return Ok(Phase::Done);
         }
         if !self.head_seen {
@@ -642,14 +639,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::headers::tests::h;
     use proptest::prelude::*;
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect()
-    }
 
     #[test]
     fn encodes_a_request_and_drops_broken_headers() {

@@ -130,10 +130,11 @@ pub fn client_response_headers(upstream: &[(&str, &[u8])]) -> Vec<(String, Strin
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// Owned header pairs from literals (shared with the h1 tests).
+    pub(crate) fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
