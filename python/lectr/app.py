@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from lectr import _core
 from lectr.admin import AdminAPI
-from lectr.config import Settings, load
+from lectr.config import Settings, settings_from_env
 from lectr.control import ControlPlane, Snapshot
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
 from lectr.health import Health
@@ -34,7 +32,7 @@ from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
 from lectr.store import open_store
 from lectr.upstream import Upstream
 from lectr.webhooks import WebhookSender
-from lectr.writer import RecordWriter
+from lectr.writer_process import WriterProcess
 
 log = logging.getLogger("lectr.app")
 
@@ -44,16 +42,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/embeddings": Endpoint("/embeddings", "POST", True),
     "/v1/models": Endpoint("/models", "GET", False),
 }
-SETTINGS_ENV = "LECTR__SETTINGS_JSON"  # how `lectr serve` hands workers their settings
 _encode = msgspec.json.Encoder().encode
-
-
-def settings_from_env() -> Settings:
-    """Settings handed over by `lectr serve`, else loaded from the environment."""
-    raw = os.environ.get(SETTINGS_ENV)
-    if raw:
-        return msgspec.json.decode(raw, type=Settings).validate()
-    return load()
 
 
 class App:
@@ -63,14 +52,7 @@ class App:
         self.settings = settings or settings_from_env()
         self.store = open_store(self.settings)
         self.control = ControlPlane(self.store, self.settings.control_refresh_interval)
-        self.writer = RecordWriter(
-            self.store,
-            self.settings.writer_queue_size,
-            self.settings.writer_batch_size,
-            self.settings.writer_flush_interval,
-            Path(self.settings.data_dir) / "spill",
-            self.settings.writer_spill_after_failures,
-        )
+        self.writer = WriterProcess(self.settings)
         self.upstream = Upstream(
             connect_timeout=self.settings.connect_timeout,
             first_byte_timeout=self.settings.first_byte_timeout,
@@ -226,7 +208,8 @@ class App:
             "status": "ok" if storage == "ok" else "degraded",
             "storage": storage,
             "control_version": self.control.snapshot.version,
-            "writer": msgspec.structs.asdict(self.writer.stats) | {"depth": self.writer.depth},
+            "writer": msgspec.structs.asdict(self.writer.stats)
+            | {"depth": self.writer.depth, "process": self.writer.process},
         }
         proto.response_bytes(200 if storage == "ok" else 503, JSON_HEADERS, _encode(body))
 

@@ -605,7 +605,7 @@ def _serve(settings: Settings) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    from lectr.app import SETTINGS_ENV
+    from lectr.config import SETTINGS_ENV
     from lectr.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     metrics_dir = prepare_multiprocess_dir(Path(os.environ[MULTIPROC_ENV]))

@@ -134,6 +134,17 @@ def masked(settings: Settings) -> dict[str, Any]:
     return out
 
 
+SETTINGS_ENV = "LECTR__SETTINGS_JSON"  # how `lectr serve` hands workers (and their writers) the settings
+
+
+def settings_from_env() -> Settings:
+    """Settings handed over by `lectr serve`, else loaded from the environment."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if raw:
+        return msgspec.json.decode(raw, type=Settings).validate()
+    return load()
+
+
 def load(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build settings from defaults, file (`--config` or `LECTR_CONFIG`), the
     environment and `overrides` (flags), in that order of precedence."""

@@ -44,7 +44,7 @@ from lectr.policy import Admission, Policy
 from lectr.pricing import PriceTable
 from lectr.types import Record, Target
 from lectr.upstream import Response, Upstream
-from lectr.writer import RecordWriter
+from lectr.writer_process import WriterProcess
 
 log = logging.getLogger("lectr.proxy")
 
@@ -171,7 +171,7 @@ class Proxy:
         self,
         settings: Settings,
         control: ControlPlane,
-        writer: RecordWriter,
+        writer: WriterProcess,
         upstream: Upstream,
         prices: PriceTable,
         metrics: Metrics,

@@ -1,6 +1,7 @@
 """The capture pipeline off the request path: a bounded in-memory queue of
 records, a background task writing them to the store in batches, and a spill
-file that keeps them when the store is down (replayed when it returns)."""
+file that keeps them when the store is down (replayed when it returns). It
+runs in the writer process (`writer_process`)."""
 
 from __future__ import annotations
 
@@ -114,11 +115,12 @@ class RecordWriter:
         self._spill_after = spill_after_failures
         self.spill = Spill(spill_dir)
         self.stats = WriterStats()
+        self._writing = 0
 
     @property
     def depth(self) -> int:
-        """Records waiting in memory to be written."""
-        return len(self._queue)
+        """Records in memory not yet stored or spilled (the batch being written included)."""
+        return len(self._queue) + self._writing
 
     def submit(self, record: Record) -> None:
         """Queue a record; never blocks. A full queue drops and counts it
@@ -139,9 +141,11 @@ class RecordWriter:
             return 0
         n = min(self._batch, len(self._queue))
         batch = [self._queue.popleft() for _ in range(n)]
+        self._writing = n
         try:
             await self._store.write_records(batch)
         except BaseException as e:
+            self._writing = 0
             # Cancelled or failed, the batch goes back: nothing is lost, and a
             # batch that did commit is not stored twice (ids are unique).
             self._queue.extendleft(reversed(batch))
@@ -154,6 +158,7 @@ class RecordWriter:
                     "writing %d records failed (%s); retry in %.1fs", n, type(e).__name__, self._backoff
                 )
             raise
+        self._writing = 0
         self._backoff = 0.0
         self._failures_in_row = 0
         self.stats.written += n
