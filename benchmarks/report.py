@@ -135,7 +135,59 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         # Flat short of 1 M decides nothing; growing before it is a miss.
         None if flat is None or (flat and not reached) else bool(flat),
     )
+    for placement in ("isolated", "shared"):
+        s = _get(r, "ingest_latency", "placements", placement)
+        worse = None if s is None else _changed(s)
+        goal(
+            f"latency while ingesting into PostgreSQL unchanged vs no storage ({placement} placement)",
+            worse,
+            "–" if worse is None else "; ".join(worse) or "every shift within the no-storage spread",
+            None if worse is None else not worse,
+        )
     return out
+
+
+# Unchanged = for each figure, the median over the rounds moved (storage vs
+# none) by no more than the no-storage rounds spread among themselves.
+INGEST_FIGURES = ("p50_c1", "p99_c1", "p50_c4", "p99_c4")
+INGEST_VARIANTS = {"storage": "PostgreSQL", "backlog": "PostgreSQL + replaying a backlog", "none": "none"}
+
+
+def _changed(s: dict[str, Any]) -> list[str]:
+    out = []
+    for v in ("storage", "backlog"):
+        for k in INGEST_FIGURES:
+            none = s["none"][k]
+            shift = s[v][k]["median"] - none["median"]
+            if shift > none["max"] - none["min"]:
+                out.append(
+                    f"{v} {k.replace('_c', ' @')} +{_f(shift)} ms (spread {_f(none['max'] - none['min'])})"
+                )
+    return out
+
+
+def ingest_latency_md(il: dict[str, Any]) -> list[str]:
+    L = [
+        "",
+        "**Latency while the writer ingests into PostgreSQL, vs no storage** "
+        f"(ms; median of {il['rounds']} alternating rounds of {il['seconds']:g} s, range in brackets; "
+        "*isolated*: Lectr's writer process and PostgreSQL on one core, everything else on the other; "
+        "records written/s: the gateway's own, plus the backlog's while it is replayed)",
+        "",
+        "| placement | storage | 1 conn p50 | p99 | 4 conns p50 | p99 | req/s @4 | records written/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for placement, s in il["placements"].items():
+        for v, label in INGEST_VARIANTS.items():
+            x = s[v]
+            cells = " | ".join(
+                f"{_f(x[k]['median'])} [{_f(x[k]['min'])}–{_f(x[k]['max'])}]" for k in INGEST_FIGURES
+            )
+            L.append(
+                f"| {placement} | {label} | {cells} | "
+                f"{_f(x['rps_c4']['median'], 0)} | {_f(x['written_per_s'], 0)} |"
+            )
+    return L
 
 
 # --- Markdown ---------------------------------------------------------------
@@ -270,6 +322,8 @@ def markdown(r: dict[str, Any], images: str) -> str:
             f"through `RecordWriter`): SQLite {ing['sqlite_per_s']:,.0f} records/s, "
             f"PostgreSQL {ing['postgres_per_s']:,.0f} records/s."
         )
+    if r.get("ingest_latency"):
+        L.extend(ingest_latency_md(r["ingest_latency"]))
     w("")
     w("**Goals**")
     w("")

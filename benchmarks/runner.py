@@ -15,6 +15,8 @@ Scenarios, per target:
    upstream's send time); usage captured (Lectr's store)
 5. memory: RSS before, during and after 1 M requests (Lectr), peak RSS (all)
 6. ingest rate of the record writer (SQLite, PostgreSQL)
+7. Lectr's latency while its writer ingests into PostgreSQL, vs no storage
+   (`benchmarks.ingest_latency`)
 Plus Lectr variants at 1 and 4 connections: 0 vs 100 routing rules, and a
 rate limit checked in Redis on loopback.
 """
@@ -39,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks import env, load, procs, report, upstreams
+from benchmarks import env, ingest_latency, load, procs, report, upstreams
 from benchmarks.targets import (
     FEATURE,
     FEATURE_STREAM,
@@ -84,12 +86,15 @@ class Plan:
     rss_requests: int  # the 1 M-request run
     rss_max_s: float  # ... bounded in time; the figure says how many it reached
     ingest_records: int
+    ingest_latency_rounds: int  # scenario 7: alternating rounds per placement
+    ingest_latency_s: float
+    ingest_backlog: int  # records the writer replays meanwhile, in the backlog variant
     latency_conns: tuple[int, ...] = (1, 4)
     throughput_conns: tuple[int, ...] = (32, 64)
 
 
-FULL = Plan("full", 8, 8, 2, 100, 1_000_000, 570, 200_000)
-SMOKE = Plan("smoke", 1, 2, 1, 5, 2_000, 2, 2_000)
+FULL = Plan("full", 8, 8, 2, 100, 1_000_000, 570, 200_000, 3, 8, 2_000_000)
+SMOKE = Plan("smoke", 1, 2, 1, 5, 2_000, 2, 2_000, 1, 1, 20_000)
 
 
 class Progress:
@@ -422,6 +427,19 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as ex:
             say(f"ingest: FAILED: {ex}")
             results["failures"]["ingest"] = traceback.format_exc()
+        if lectr in chosen:
+            try:
+                results["ingest_latency"] = ingest_latency.run(
+                    e,
+                    plan.ingest_latency_rounds,
+                    plan.ingest_latency_s,
+                    plan.warmup_s,
+                    say,
+                    backlog_records=plan.ingest_backlog,
+                )
+            except Exception as ex:
+                say(f"ingest latency: FAILED: {ex}")
+                results["failures"]["ingest_latency"] = traceback.format_exc()
     finally:
         fixed.stop()
         stream.stop()

@@ -66,9 +66,13 @@ def start(
     database_url: str | None = None,
     redis_url: str | None = None,
     rate_limit: bool = False,
+    settings: dict[str, str] | None = None,
     cleanup: Any = None,
 ) -> Running:
-    extra = {"LECTR_DATABASE_URL": database_url} if database_url else {}
+    # The defaults, not the test harness's faster intervals.
+    extra = {"LECTR_WRITER_FLUSH_INTERVAL": "0.2", "LECTR_CONTROL_REFRESH_INTERVAL": "0.5"}
+    if database_url:
+        extra["LECTR_DATABASE_URL"] = database_url
     if redis_url:
         extra["LECTR_REDIS_URL"] = redis_url
     gw = Gateway(
@@ -78,10 +82,7 @@ def start(
         LECTR_ADMIN_TOKEN=ADMIN_TOKEN,
         LECTR_LOG_LEVEL="warning",
         LECTR_WORKERS="1",
-        # The defaults, not the test harness's faster intervals.
-        LECTR_WRITER_FLUSH_INTERVAL="0.2",
-        LECTR_CONTROL_REFRESH_INTERVAL="0.5",
-        **extra,
+        **extra | (settings or {}),
     )
     gw.start()
     try:

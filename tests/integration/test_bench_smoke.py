@@ -80,11 +80,19 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert "p50_c1_vs_0_rules" in res["extras"][name]["added"], name
     assert res["ingest"]["sqlite_per_s"] > 0
     assert res["ingest"]["postgres_per_s"] > 0
-    assert len(res["goals"]) == 9
+    placements = res["ingest_latency"]["placements"]
+    assert "shared" in placements  # and "isolated" on a machine with two cores or more
+    for placement, s in placements.items():
+        assert s["storage"]["written_per_s"] > 0, placement  # it wrote while serving
+        assert s["none"]["written_per_s"] == 0, placement  # and the comparison did not
+        assert s["storage"]["dropped"] == s["none"]["dropped"] == 0, placement
+    assert len(res["goals"]) == 11
 
     table = (out / "results.md").read_text()
     for name in (*TARGETS, *VARIANTS):
         assert f"| {name} " in table, name
+    for placement in placements:
+        assert f"| {placement} | PostgreSQL |" in table
     for png in PLOTS:
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG"), png
