@@ -6,20 +6,22 @@ in three variants, alternating over several rounds (the spread between starts
 of the same code is larger than many effects), wrk at 1 and 4 connections:
 - *storage*: the writer stores the gateway's own records (~3k/s here);
 - *backlog*: as *storage*, and the writer also replays a spill of two million
-  records (as after a database outage; `--backlog`), so it ingests as fast as it can for
-  the whole measurement;
+  records (as after a database outage; `--backlog`), so it ingests as fast
+  as it can for the whole measurement;
 - *none*: the writer holds its records instead of writing them (flush
   interval of an hour, batch and queue larger than the run).
 
 Two placements of the processes:
 - *shared*: every process may run on every core, as in the other scenarios.
   Here storage competes for the cores with the gateway, wrk and the upstream.
-- *isolated*: the storage (Lectr's writer process and PostgreSQL) on the last
-  core, everything else (the serving process, wrk, the upstream) on the
-  first. This is what storage costs the request path itself, apart from what
-  it costs the machine.
+- *isolated*: the storage (Lectr's writer process, PostgreSQL and, when the
+  bench may move them, the kernel's unbound work queues) on the last core,
+  everything else (the serving process, wrk, the upstream) on the first.
+  This is what storage costs the request path itself, apart from what it
+  costs the machine.
 
-`python -m benchmarks.ingest_latency [--rounds 3] [--seconds 8]` runs it alone.
+`python -m benchmarks.ingest_latency [--rounds 4] [--seconds 8]
+[--only isolated,backlog]` runs it alone.
 """
 
 from __future__ import annotations
@@ -70,10 +72,35 @@ def _writer(t: Running) -> dict[str, Any]:
     return writer
 
 
+# The kernel's unbound work queues (page writeback among them: PostgreSQL's
+# dirty pages) go with the storage when the bench may move them (root).
+WORKQUEUE_MASKS = [
+    Path("/sys/devices/virtual/workqueue/cpumask"),
+    Path("/sys/devices/virtual/workqueue/writeback/cpumask"),
+]
+
+
+@contextlib.contextmanager
+def _workqueues_on(cpus: set[int]) -> Iterator[None]:
+    saved: list[tuple[Path, str]] = []
+    try:
+        for mask in WORKQUEUE_MASKS:
+            with contextlib.suppress(OSError):
+                old = mask.read_text().strip()
+                mask.write_text(f"{sum(1 << c for c in cpus):x}\n")
+                saved.append((mask, old))
+        yield
+    finally:
+        for mask, old in saved:
+            with contextlib.suppress(OSError):
+                mask.write_text(old + "\n")
+
+
 @contextlib.contextmanager
 def _placed(placement: str, t: Running, storage_roots: list[int], others: list[int]) -> Iterator[None]:
-    """For *isolated*: the storage processes on the last core, the gateway,
-    the upstream and this process (wrk inherits it) on the first."""
+    """For *isolated*: the storage processes (and the kernel's unbound work
+    queues) on the last core, the gateway, the upstream and this process (wrk
+    inherits it) on the first."""
     everything = os.sched_getaffinity(0)
     if placement == "shared":
         yield
@@ -87,7 +114,8 @@ def _placed(placement: str, t: Running, storage_roots: list[int], others: list[i
         _pin(serving, serve)
         _pin(storage, store)
         os.sched_setaffinity(0, serve)
-        yield
+        with _workqueues_on(store):
+            yield
     finally:
         os.sched_setaffinity(0, everything)
         _pin(serving + storage, everything)
@@ -225,7 +253,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--backlog", type=int, default=2_000_000)
     ap.add_argument(
