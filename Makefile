@@ -53,7 +53,7 @@ fmt: dev
 
 ## Benchmarks: Lectr (a release build in its own venv) side by side with direct,
 ## nginx and LiteLLM; installs what is missing, writes benchmarks/results/<date>/
-## and the table in benchmarks/README.md (~15 min).
+## and the table in benchmarks/README.md (~20 min).
 BENCH_VENV ?= $(HOME)/.cache/lectr/bench-venv
 bench:
 	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)

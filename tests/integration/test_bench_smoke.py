@@ -86,7 +86,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert s["storage"]["written_per_s"] > 0, placement  # it wrote while serving
         assert s["none"]["written_per_s"] == 0, placement  # and the comparison did not
         assert s["storage"]["dropped"] == s["none"]["dropped"] == 0, placement
-    assert len(res["goals"]) == 11
+    assert len(res["goals"]) == 13
 
     table = (out / "results.md").read_text()
     for name in (*TARGETS, *VARIANTS):
