@@ -10,18 +10,37 @@ PostgreSQL and redis-server come through `tests.pg` / `tests.redis_server`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LECTR_BENCH_CACHE", Path.home() / ".cache" / "lectr"))
 LITELLM_VENV = CACHE / "bench-venv-litellm"
 LITELLM_SPEC = "litellm[proxy]==1.106.2"
+
+
+def module_at(rev: str, path: str, folder: Path) -> ModuleType:
+    """The Python file `path` (relative to the repository) as it was at git
+    revision `rev`, imported under a name of its own (for before/after runs
+    in one process)."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, check=True, text=True
+    ).stdout
+    file = folder / f"{Path(path).stem}_{rev.replace('/', '_')}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"{Path(path).stem}_at_{len(sys.modules)}", file)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def log(msg: str) -> None:

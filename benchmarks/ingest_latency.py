@@ -169,16 +169,6 @@ def _pcts(figs: dict[str, Any]) -> str:
     return f"p50 {figs['p50']:.3f} p99 {figs['p99']:.3f} ms"
 
 
-def _fresh_database(pg: Any, name: str) -> str:
-    """A new database on the server for each start (the target creates its org)."""
-    import psycopg
-
-    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    url: str = pg.dsn(name)
-    return url
-
-
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for c in map(str, CONNS):
@@ -200,7 +190,6 @@ def run(
     warmup: float,
     say: Callable[[str], None],
     backlog_records: int = 2_000_000,
-    start: Callable[..., Running] = lectr.start,
     only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Both placements (isolated only with two cores or more), both variants,
@@ -225,10 +214,10 @@ def run(
             for i in range(rounds):
                 for variant in variants if i % 2 == 0 else variants[::-1]:
                     run_id = f"{placement}_{variant}_{i}"
-                    url = _fresh_database(pg, f"lectr_{run_id}")
+                    url = pg.new_database(f"lectr_{run_id}")  # the target creates its org anew
                     data = _data_dir(e.tmp, f"ingest-{run_id}", backlog if variant == "backlog" else None)
                     settings = {"LECTR_DATA_DIR": str(data)} | (NO_STORAGE if variant == "none" else {})
-                    t = start(e, name=f"lectr-{variant}", database_url=url, settings=settings)
+                    t = lectr.start(e, name=f"lectr-{variant}", database_url=url, settings=settings)
                     try:
                         with _placed(placement, t, [postmaster], upstream):
                             row = _round(t, wrk, seconds, warmup, e.tmp, _headers(t, FEATURE))
@@ -281,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         a.out.write_text(text)
     for placement, s in res["placements"].items():
-        for v in s.keys() - {"rounds"}:
+        for v in (v for v in VARIANTS if v in s):
             figs = ", ".join(
                 f"c={c} {_pcts({k: s[v][f'{k}_c{c}']['median'] for k in ('p50', 'p99')})}" for c in CONNS
             )

@@ -14,18 +14,15 @@ Run: `python -m benchmarks.metrics_observe [--baseline HEAD] [--n 200000]`.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.env import module_at
 
 
 def _load(rev: str | None, multiproc_dir: str) -> ModuleType:
@@ -34,21 +31,7 @@ def _load(rev: str | None, multiproc_dir: str) -> ModuleType:
         import lectr.metrics
 
         return lectr.metrics
-    source = subprocess.run(
-        ["git", "show", f"{rev}:python/lectr/metrics.py"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    path = Path(multiproc_dir).parent / f"metrics_{rev.replace('/', '_')}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"lectr_metrics_{len(sys.modules)}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_at(rev, "python/lectr/metrics.py", Path(multiproc_dir).parent)
 
 
 def records() -> list[tuple[Any, float | None]]:

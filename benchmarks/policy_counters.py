@@ -23,43 +23,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import importlib.util
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import redis
 
+from benchmarks.env import module_at
 from lectr.policy.counters import Check
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = (0, 10_000, 90_000)
 BIG = 10**12  # a tokens limit no window reaches
 NOW = 1_000_000_000  # ms: every entry is within a minute of it
 AMOUNT = 100
-
-
-def _load(rev: str, name: str, tmp: Path) -> ModuleType:
-    source = subprocess.run(
-        ["git", "show", f"{rev}:python/lectr/policy/{name}.py"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    path = tmp / f"{name}_{rev.replace('/', '_')}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"lectr_policy_{name}_{len(sys.modules)}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 async def _fill_own(c: Any, key: str, n: int) -> None:
@@ -129,8 +107,8 @@ async def run(n: int, baseline: str | None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             impls: list[tuple[str, Any, Any, bool]] = [("current", RedisCounters, LocalCounters, False)]
             if baseline is not None:
-                old_local = _load(baseline, "counters", Path(tmp))
-                old_redis = _load(baseline, "redis_counters", Path(tmp))
+                old_local = module_at(baseline, "python/lectr/policy/counters.py", Path(tmp))
+                old_redis = module_at(baseline, "python/lectr/policy/redis_counters.py", Path(tmp))
                 impls.append((baseline, old_redis.RedisCounters, old_local.LocalCounters, True))
             for label, redis_cls, local_cls, old in impls:
                 keys = {size: f"bench:{label}:{size}:tok" for size in SIZES}

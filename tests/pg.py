@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -65,6 +66,13 @@ class Postgres:
 
     def dsn(self, db: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def new_database(self, prefix: str, template: str | None = None) -> str:
+        """A fresh database on this server (empty, or a copy of `template`); its URL."""
+        db = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {db}" + (f" TEMPLATE {template}" if template else ""))
+        return self.dsn(db)
 
     def start(self) -> None:
         opts = (

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.harness import Gateway, Mock, free_port, running
@@ -229,10 +228,7 @@ def test_circuit_breaker(tmp_root: Path, mock: Mock) -> None:
 
 
 def test_two_instances_share_live_config(tmp_root: Path, mock: Mock, postgres: Postgres) -> None:
-    db = "c_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {db}")
-    env = {"LECTR_DATABASE_URL": postgres.dsn(db), "LECTR_ADMIN_TOKEN": TOKEN}
+    env = {"LECTR_DATABASE_URL": postgres.new_database("c"), "LECTR_ADMIN_TOKEN": TOKEN}
     with running(tmp_root, mock, **env) as a, running(tmp_root, mock, **env) as b:
         a.start()
         b.start()

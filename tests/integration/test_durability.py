@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +19,7 @@ from tests.pg import Postgres
 
 @pytest.fixture
 def pg_url(postgres: Postgres) -> str:
-    db = "g_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {db}")
-    return postgres.dsn(db)
+    return postgres.new_database("g")
 
 
 def stored(url: str) -> int:

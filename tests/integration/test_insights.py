@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from lectr.insights import Insights
@@ -306,16 +305,12 @@ def seeded(
         yield sqlite_copy
         return
     pg: Postgres = request.getfixturevalue("postgres")
-    template = "tpl_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {template}")
-    asyncio.run(load(PostgresStore(pg.dsn(template))))
+    template_url = pg.new_database("tpl")
+    asyncio.run(load(PostgresStore(template_url)))
+    template = template_url.rsplit("/", 1)[1]
 
     def pg_copy() -> Store:
-        db = "h_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(pg.dsn("postgres"), autocommit=True) as c:
-            c.execute(f"CREATE DATABASE {db} TEMPLATE {template}")
-        return PostgresStore(pg.dsn(db))
+        return PostgresStore(pg.new_database("h", template=template))
 
     yield pg_copy
 

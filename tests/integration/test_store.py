@@ -25,12 +25,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield str(tmp_path / "lectr.db")
     else:
         pg: Postgres = request.getfixturevalue("postgres")
-        db = "t_" + uuid.uuid4().hex[:12]
-        import psycopg
-
-        with psycopg.connect(pg.dsn("postgres"), autocommit=True) as c:
-            c.execute(f"CREATE DATABASE {db}")
-        yield pg.dsn(db)
+        yield pg.new_database("t")
 
 
 def make_store(backend: str) -> Store:

@@ -6,7 +6,6 @@ deduplicating rows that an earlier version of the writer stored."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -153,10 +152,7 @@ async def test_sqlite_writes_a_batch_in_a_few_statements(tmp_path: Path) -> None
 
 @pytest.fixture
 def pg_url(postgres: Postgres) -> str:
-    db = "w_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {db}")
-    return postgres.dsn(db)
+    return postgres.new_database("w")
 
 
 async def test_postgres_dedupes_rows_stored_by_earlier_writers(pg_url: str) -> None:

@@ -53,13 +53,19 @@ def _serve(gw: Gateway, key: str, feature: str, n: int) -> None:
     assert served == n
 
 
+def _start_holding(gw: Gateway, feature: str, n: int) -> tuple[str, int]:
+    """Start the gateway, serve `n` requests and wait until its writer process
+    holds their records; the org key and the writer's pid."""
+    key = gw.create_org("o")
+    gw.start()
+    _serve(gw, key, feature, n)
+    return key, _wait_process(gw, f"took the {n} records", lambda p: p["holding"] == n)["pid"]
+
+
 def test_serving_process_killed_loses_no_handed_over_record(tmp_root: Path, mock: Mock) -> None:
     # A long flush interval keeps the records in the writer process's memory.
     with running(tmp_root, mock, LECTR_WRITER_FLUSH_INTERVAL="60") as gw:
-        key = gw.create_org("o")
-        gw.start()
-        _serve(gw, key, "sigkill", 40)
-        writer = _wait_process(gw, "took the 40 records", lambda p: p["holding"] == 40)["pid"]
+        _, writer = _start_holding(gw, "sigkill", 40)
         worker = _parent(writer)
         assert worker != writer and gw.proc is not None
         # No shutdown, no drain: the serving worker and granian's main process die at once.
@@ -73,10 +79,7 @@ def test_serving_process_killed_loses_no_handed_over_record(tmp_root: Path, mock
 
 def test_writer_process_killed_is_restarted_and_loses_nothing(tmp_root: Path, mock: Mock) -> None:
     with running(tmp_root, mock, LECTR_WRITER_FLUSH_INTERVAL="60") as gw:
-        key = gw.create_org("o")
-        gw.start()
-        _serve(gw, key, "restart", 30)
-        first = _wait_process(gw, "took the 30 records", lambda p: p["holding"] == 30)["pid"]
+        key, first = _start_holding(gw, "restart", 30)
         os.kill(first, signal.SIGKILL)
         # The serving side still had all 30 and hands them to the next writer.
         second = _wait_process(

@@ -198,11 +198,18 @@ _ADMIT_SCRIPT = _Script(_ADMIT)
 _SETTLE_SCRIPT = _Script(_SETTLE)
 _LOG = b":log"  # a `tok` check's log and running total (see the key layout above)
 _SUM = b":sum"
+
 MAX_IDLE_CONNECTIONS = 32
 _EARLY = 0.001  # a timer may fire up to this much before a deadline and still count it as due
 # Whether an idle connection has something to read or saw EOF: `can_read` since
 # redis-py 8, `can_read_destructive` before (deprecated in 8).
 _PROBE = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
+
+
+def _redis_keys(kind: str, key: str) -> tuple[bytes, ...]:
+    """The Redis keys of one counter, in the order the scripts take them."""
+    k = key.encode()
+    return (k + _LOG, k + _SUM) if kind == "tok" else (k,)
 
 
 class _Deadlines:
@@ -342,11 +349,7 @@ class RedisCounters:
         keys: list[bytes] = []
         args = [b"%d" % now_ms, member.encode()]
         for c in checks:
-            key = c.key.encode()
-            if c.kind == "tok":
-                keys += (key + _LOG, key + _SUM)
-            else:
-                keys.append(key)
+            keys += _redis_keys(c.kind, c.key)
             args += [c.kind.encode(), _num(c.limit), _num(c.amount), b"%d" % c.window_ms]
         failed, retry = await self._eval(_ADMIT_SCRIPT, keys, args)
         return Verdict(int(failed), int(retry))
@@ -358,11 +361,7 @@ class RedisCounters:
         keys: list[bytes] = []
         args = [member.encode()]
         for s in settles:
-            key = s.key.encode()
-            if s.kind == "tok":
-                keys += (key + _LOG, key + _SUM)
-            else:
-                keys.append(key)
+            keys += _redis_keys(s.kind, s.key)
             args += [s.kind.encode(), _num(s.reserved), _num(s.actual)]
         out = await self._eval(_SETTLE_SCRIPT, keys, args)
         return [float(v) for v in out]
