@@ -19,8 +19,10 @@ import msgspec
 
 from lectr import _core
 from lectr.admin import AdminAPI
+from lectr.admin.routes import Context as AdminContext
 from lectr.config import Settings, settings_from_env
 from lectr.control import ControlPlane, Snapshot
+from lectr.control.manage import Manager
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
 from lectr.health import Health
 from lectr.insights import Insights
@@ -85,10 +87,14 @@ class App:
             self.health,
             self.policy,
         )
+        insights = Insights.from_settings(self.settings, self.store, prices)
+        self.manager = Manager(self.store, insights, on_change=self.control.refresh)
         self.admin = AdminAPI(
-            self.settings, self.store, self.control, self.health, self.policy, self.webhooks
+            self.settings.admin_token,
+            AdminContext(
+                self.store, self.control, self.health, self.policy, self.webhooks, insights, self.manager
+            ),
         )
-        self.admin.insights = Insights.from_settings(self.settings, self.store, prices)
         url = self.settings.anomaly_webhook_url
         send = webhook(self.upstream, url) if url else None
         self.detector = Detector(self.store, send, retention_days=self.settings.retention_days)

@@ -1,4 +1,4 @@
-"""An org's overview, anomaly feed and model recommendations, for the admin API and the CLI."""
+"""The insights service: an org's overview, anomaly feed and model recommendations."""
 
 from __future__ import annotations
 
@@ -118,11 +118,12 @@ class Insights:
         rules = await self._store.list_rules(org_id)
         return recommend(org_id, rows, since, now, self._prices, self._downgrades, rules)
 
-    async def apply(
+    async def rule_for(
         self, org_id: str, rec_id: str, split_percent: int | None = None, days: float = 7
     ) -> Rule:
-        """Turn a recommendation into a routing rule (after the org's others),
-        optionally for only `split_percent` % of the matching traffic."""
+        """The routing rule (not yet stored) that applies a recommendation
+        after the org's other rules, optionally for only `split_percent` % of
+        the matching traffic."""
         split = 100 if split_percent is None else split_percent
         if not 1 <= split <= 100:
             raise InvalidRequest("split_percent must be between 1 and 100")
@@ -133,4 +134,4 @@ class Insights:
             raise Conflict(f"recommendation {rec_id} is already applied as rule {rec.applied_rule_id}")
         rules = await self._store.list_rules(org_id)
         priority = max((r.priority for r in rules), default=0) + 10
-        return await self._store.create_rule(rule_for(rec, org_id, priority, split))
+        return rule_for(rec, org_id, priority, split)

@@ -1,5 +1,6 @@
 """Persistence: the store interface both backends implement, and `open_store`
-choosing the backend from one setting (`database_url`)."""
+choosing the backend from one setting (`database_url`). Backends raise the
+domain errors of `lectr.errors` (NotFound, Conflict)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,6 @@ from lectr.store.insights import InsightsStore
 from lectr.types import ControlData, FallbackChain, KeyEntry, LogFilter, OrgEntry, Record, Rule
 
 KEY_PREFIX = "lc_key_"
-
-
-class StoreError(Exception):
-    """A store operation failed in a way the caller should report."""
-
-
-class Conflict(StoreError):
-    """The change conflicts with existing data (e.g. a duplicate name)."""
-
-
-class Missing(StoreError):
-    """The named org or key does not exist."""
 
 
 def new_key() -> tuple[str, str, bytes]:

@@ -17,7 +17,8 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from lectr.store import Conflict, Missing, encode_cursor, filter_sql, new_key
+from lectr.errors import Conflict, NotFound
+from lectr.store import encode_cursor, filter_sql, new_key
 from lectr.store.insights import InsightsMixin, pg_payload, pg_upserts, rollup_rows
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
@@ -298,7 +299,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
         async with pool.connection() as c, c.transaction():
             cur = await c.execute(statement, args)
             if missing and cur.rowcount == 0:
-                raise Missing(missing)
+                raise NotFound(missing)
             await c.execute("UPDATE control_version SET version = version + 1")
 
     async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
@@ -313,7 +314,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
                 for i, (query, args) in enumerate(ops):
                     cur = await c.execute(query, args)
                     if missing and cur.rowcount == 0 and (i == 0 or query.startswith("UPDATE")):
-                        raise Missing(missing)
+                        raise NotFound(missing)
                 await c.execute("UPDATE control_version SET version = version + 1")
         except psycopg.errors.IntegrityError as e:
             raise Conflict(f"conflicts with existing data ({e.diag.message_primary})") from None
@@ -347,7 +348,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
                 )
             ).fetchone()
         if row is None:
-            raise Missing(f"no org named {name_or_id!r}")
+            raise NotFound(f"no org named {name_or_id!r}")
         return _org(row)
 
     async def list_orgs(self) -> list[OrgEntry]:
@@ -385,7 +386,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
                 )
                 return key, entry
             except psycopg.errors.ForeignKeyViolation:
-                raise Missing(f"no org {org_id!r}") from None
+                raise NotFound(f"no org {org_id!r}") from None
             except psycopg.errors.UniqueViolation:
                 continue
         raise Conflict("could not generate a unique key prefix")

@@ -1,6 +1,6 @@
-"""Live control-plane snapshots: immutable in-memory views of orgs and keys,
-swapped atomically when the store's control version changes, so the request
-path never reads the database."""
+"""Live control-plane snapshots: immutable in-memory views of orgs, keys,
+rules and policy, swapped atomically when the store's control version
+changes, so the request path never reads the database."""
 
 from __future__ import annotations
 
