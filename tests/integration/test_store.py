@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from lectr.errors import Conflict, NotFound
-from lectr.store import Store, hash_key
+from lectr.store.base import Store, hash_key
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import LogFilter, Record

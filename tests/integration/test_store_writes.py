@@ -13,7 +13,7 @@ import msgspec
 import psycopg
 import pytest
 
-from lectr.store import Store
+from lectr.store.base import Store
 from lectr.store.insights import SUM_COLS, rollup_rows
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore

@@ -12,6 +12,7 @@ import uuid
 import msgspec
 import pytest
 
+from lectr.gateway.pricing import PriceTable
 from lectr.insights import overview
 from lectr.insights.anomalies import (
     MIN_RATIO_REQUESTS,
@@ -30,7 +31,6 @@ from lectr.insights.recommendations import (
     rule_for,
     traffic_cost,
 )
-from lectr.pricing import PriceTable
 from lectr.store.insights import (
     HIST_BUCKETS,
     KEY_COLS,
@@ -464,7 +464,7 @@ def test_per_task_groups_rank_by_savings_and_show_applied_rules() -> None:
 
 
 def test_downgrade_map_targets_are_cheaper_models_of_the_same_provider() -> None:
-    from lectr.providers import detect
+    from lectr.gateway.providers import detect
 
     items = DOWN.items()
     assert {p for p, _, _ in items} >= {"openai", "anthropic", "gemini", "groq"}

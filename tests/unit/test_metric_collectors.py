@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lectr.metrics import (
+from lectr.observe.metrics import (
     LATENCY_BUCKETS,
     OVERHEAD_BUCKETS,
     REJECTIONS,

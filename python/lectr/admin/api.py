@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from lectr import auth
 from lectr.admin.insights import InsightRoutes
 from lectr.admin.orgs import OrgRoutes
 from lectr.admin.policy import PolicyRoutes
@@ -15,6 +14,7 @@ from lectr.admin.requests import RequestRoutes
 from lectr.admin.routes import JSON, ROUTES, Context, Principal, Request
 from lectr.admin.rules import RuleRoutes
 from lectr.errors import AdminAuthRequired, Forbidden, LectrError, MethodNotAllowed, NotFound
+from lectr.gateway import auth
 
 AREAS = (OrgRoutes, RuleRoutes, PolicyRoutes, InsightRoutes, RequestRoutes)
 

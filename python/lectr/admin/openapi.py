@@ -27,8 +27,8 @@ from lectr.admin.schemas import (
     RuleIn,
     TargetIn,
 )
-from lectr.health import ProviderHealth
-from lectr.insights import AnomalyFeed, Overview, Recommendation
+from lectr.gateway.breaker import ProviderHealth
+from lectr.insights.service import AnomalyFeed, Overview, Recommendation
 from lectr.store.insights import Anomaly
 from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from lectr import export
 from lectr.admin.routes import Context, Request, route
 from lectr.admin.schemas import LogPage
 from lectr.control import validation as check
 from lectr.errors import InvalidRequest
+from lectr.observe import export
 
 
 def _safe(name: str) -> str:

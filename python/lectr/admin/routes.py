@@ -13,12 +13,12 @@ import msgspec
 
 from lectr.control import ControlPlane
 from lectr.control.manage import Manager
+from lectr.control.policy.engine import Policy
 from lectr.errors import InvalidRequest
-from lectr.health import Health
-from lectr.insights import Insights
-from lectr.policy import Policy
-from lectr.store import Store
-from lectr.webhooks import WebhookSender
+from lectr.gateway.breaker import Health
+from lectr.insights.service import Insights
+from lectr.observe.alerts import WebhookSender
+from lectr.store.base import Store
 
 JSON = [("content-type", "application/json")]
 encode = msgspec.json.Encoder().encode

@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from lectr import export
 from lectr.cli.tables import fmt, table, when
 from lectr.control import validation as check
 from lectr.control.manage import Manager
 from lectr.errors import InvalidRequest
+from lectr.observe import export
 
 _FILTERS = (
     ("since", "start time (Unix seconds or ISO 8601)"),

@@ -14,7 +14,7 @@ from lectr.cli import insights, log, orgs, policy, rules
 from lectr.config import ConfigError, Settings, load, masked
 from lectr.control.manage import Manager
 from lectr.errors import LectrError
-from lectr.store import Store, open_store
+from lectr.store.base import Store, open_store
 
 Handler = Callable[[Manager, argparse.Namespace], Awaitable[None]]
 # Commands whose last positional is a key prefix, which may start with '-'.
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _with_store(settings: Settings, run: Handler, args: argparse.Namespace) -> None:
-    from lectr.insights import Insights
+    from lectr.insights.service import Insights
 
     store: Store = open_store(settings)
     try:

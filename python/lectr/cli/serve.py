@@ -31,7 +31,7 @@ def serve(settings: Settings) -> None:
     from granian.constants import Interfaces, Loops
 
     from lectr.config import SETTINGS_ENV
-    from lectr.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+    from lectr.observe.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     metrics_dir = prepare_multiprocess_dir(Path(os.environ[MULTIPROC_ENV]))
 
@@ -46,7 +46,7 @@ def serve(settings: Settings) -> None:
     )
     try:
         Granian(
-            "lectr.app:create_app",
+            "lectr.gateway.app:create_app",
             factory=True,
             address=settings.host,
             port=settings.port,

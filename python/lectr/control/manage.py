@@ -13,8 +13,8 @@ import msgspec
 
 from lectr.control import validation as check
 from lectr.errors import Conflict, InvalidRequest, NotFound
-from lectr.insights import Insights
-from lectr.store import Store
+from lectr.insights.service import Insights
+from lectr.store.base import Store
 from lectr.store.insights import Anomaly
 from lectr.types import (
     DEFAULT_FALLBACK_STATUSES,

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from lectr.store import Store
+from lectr.store.base import Store
 from lectr.types import Budget, ControlData, FallbackChain, KeyEntry, LatencyTarget, OrgEntry, RateLimit, Rule
 
 log = logging.getLogger("lectr.control")

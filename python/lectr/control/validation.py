@@ -9,8 +9,8 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from lectr.errors import InvalidRequest
-from lectr.providers import REGISTRY, VALID_NAMES
-from lectr.store import KEY_PREFIX, STATUS_CLASSES
+from lectr.gateway.providers import REGISTRY, VALID_NAMES
+from lectr.store.base import KEY_PREFIX, STATUS_CLASSES
 from lectr.types import Budget, FallbackChain, LatencyTarget, LogFilter, RateLimit, Rule
 
 MAX_ORG_NAME = 200

@@ -35,9 +35,9 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from lectr import _core
-from lectr.store import Store
+from lectr.gateway.upstream import Upstream
+from lectr.store.base import Store
 from lectr.store.insights import HIST_BUCKETS, Anomaly, WindowStats, percentile
-from lectr.upstream import Upstream
 
 log = logging.getLogger("lectr.insights")
 

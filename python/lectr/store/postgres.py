@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from lectr.errors import Conflict, NotFound
-from lectr.store import encode_cursor, filter_sql, new_key
+from lectr.store.base import encode_cursor, filter_sql, new_key
 from lectr.store.insights import InsightsMixin, pg_payload, pg_upserts, rollup_rows
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record

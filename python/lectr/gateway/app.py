@@ -20,21 +20,21 @@ import msgspec
 from lectr import _core
 from lectr.admin import AdminAPI
 from lectr.admin.routes import Context as AdminContext
+from lectr.capture.handover import WriterProcess
 from lectr.config import Settings, settings_from_env
 from lectr.control import ControlPlane, Snapshot
 from lectr.control.manage import Manager
+from lectr.control.policy.engine import Policy
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
-from lectr.health import Health
-from lectr.insights import Insights
+from lectr.gateway.breaker import Health
+from lectr.gateway.pricing import PriceTable
+from lectr.gateway.proxy import JSON_HEADERS, Endpoint, Proxy
+from lectr.gateway.upstream import Upstream
 from lectr.insights.anomalies import Detector, webhook
-from lectr.metrics import Metrics
-from lectr.policy import Policy
-from lectr.pricing import PriceTable
-from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
-from lectr.store import open_store
-from lectr.upstream import Upstream
-from lectr.webhooks import WebhookSender
-from lectr.writer_process import WriterProcess
+from lectr.insights.service import Insights
+from lectr.observe.alerts import WebhookSender
+from lectr.observe.metrics import Metrics
+from lectr.store.base import open_store
 
 log = logging.getLogger("lectr.app")
 

@@ -1,7 +1,7 @@
 """The capture pipeline off the request path: a bounded in-memory queue of
 records, a background task writing them to the store in batches, and a spill
 file that keeps them when the store is down (replayed when it returns). It
-runs in the writer process (`writer_process`)."""
+runs in the writer process (`capture.handover`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import IO
 
 import msgspec
 
-from lectr.store import Store
+from lectr.store.base import Store
 from lectr.types import Record
 
 log = logging.getLogger("lectr.writer")

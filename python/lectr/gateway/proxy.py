@@ -34,17 +34,18 @@ from typing import Any
 
 import msgspec
 
-from lectr import _core, auth, errors, providers, routing
+from lectr import _core, errors
+from lectr.capture.handover import WriterProcess
 from lectr.config import Settings
 from lectr.control import ControlPlane
+from lectr.control.policy.engine import Admission, Policy
 from lectr.errors import InvalidRequest, LectrError, ProviderUnreachable, RequestTooLarge
-from lectr.health import Health
-from lectr.metrics import Metrics
-from lectr.policy import Admission, Policy
-from lectr.pricing import PriceTable
+from lectr.gateway import auth, providers, routing
+from lectr.gateway.breaker import Health
+from lectr.gateway.pricing import PriceTable
+from lectr.gateway.upstream import Response, Upstream
+from lectr.observe.metrics import Metrics
 from lectr.types import Record, Target
-from lectr.upstream import Response, Upstream
-from lectr.writer_process import WriterProcess
 
 log = logging.getLogger("lectr.proxy")
 
