@@ -26,13 +26,13 @@ import pytest
 from lectr.gateway.pricing import PriceTable
 from lectr.gateway.upstream import Upstream
 from lectr.insights.anomalies import GRACE, WINDOW, Detector, webhook
+from lectr.insights.histogram import HIST_BUCKETS, latency_bucket, percentile
 from lectr.insights.recommendations import DowngradeMap
 from lectr.insights.service import Insights
 from lectr.store.base import Store
-from lectr.store.insights import HIST_BUCKETS, Anomaly, latency_bucket, percentile
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
-from lectr.types import LogFilter, Record
+from lectr.types import Anomaly, LogFilter, Record
 from tests.harness import Gateway, Mock, free_port, running
 from tests.integration.test_admin import TOKEN, api
 from tests.integration.test_proxy import CHAT, error_of, post

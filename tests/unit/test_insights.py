@@ -23,6 +23,7 @@ from lectr.insights.anomalies import (
     excluded_windows,
     retry_delay,
 )
+from lectr.insights.histogram import HIST_BUCKETS, bucket_bounds, latency_bucket, percentile
 from lectr.insights.recommendations import (
     MONTH,
     DowngradeMap,
@@ -31,19 +32,8 @@ from lectr.insights.recommendations import (
     rule_for,
     traffic_cost,
 )
-from lectr.store.insights import (
-    HIST_BUCKETS,
-    KEY_COLS,
-    LEVELS,
-    SUM_COLS,
-    WindowStats,
-    bucket_bounds,
-    latency_bucket,
-    percentile,
-    rollup_rows,
-    window_pieces,
-)
-from lectr.types import Record
+from lectr.store.rollups import KEY_COLS, LEVELS, SUM_COLS, rollup_rows, window_pieces
+from lectr.types import Record, WindowStats
 
 PRICES = PriceTable.load()
 DOWN = DowngradeMap.load()

@@ -29,8 +29,7 @@ from lectr.admin.schemas import (
 )
 from lectr.gateway.breaker import ProviderHealth
 from lectr.insights.service import AnomalyFeed, Overview, Recommendation
-from lectr.store.insights import Anomaly
-from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule
+from lectr.types import Anomaly, Budget, FallbackChain, LatencyTarget, RateLimit, Rule
 
 _BODIES: dict[str, type[Any]] = {
     "create_org": OrgCreate,

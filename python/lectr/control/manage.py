@@ -15,9 +15,9 @@ from lectr.control import validation as check
 from lectr.errors import Conflict, InvalidRequest, NotFound
 from lectr.insights.service import Insights
 from lectr.store.base import Store
-from lectr.store.insights import Anomaly
 from lectr.types import (
     DEFAULT_FALLBACK_STATUSES,
+    Anomaly,
     Budget,
     FallbackChain,
     KeyEntry,

@@ -36,8 +36,9 @@ import msgspec
 
 from lectr import _core
 from lectr.gateway.upstream import Upstream
+from lectr.insights.histogram import HIST_BUCKETS, percentile
 from lectr.store.base import Store
-from lectr.store.insights import HIST_BUCKETS, Anomaly, WindowStats, percentile
+from lectr.types import Anomaly, WindowStats
 
 log = logging.getLogger("lectr.insights")
 

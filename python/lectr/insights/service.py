@@ -15,8 +15,7 @@ from lectr.insights import overview as _overview
 from lectr.insights.anomalies import BASELINE, MIN_HISTORY, WINDOW
 from lectr.insights.recommendations import DowngradeMap, Recommendation, recommend, rule_for
 from lectr.store.base import Store
-from lectr.store.insights import Anomaly
-from lectr.types import Rule
+from lectr.types import Anomaly, Rule
 
 __all__ = ["AnomalyFeed", "Insights", "Overview", "Recommendation"]
 Overview = _overview.Overview

@@ -19,7 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from lectr.errors import Conflict, NotFound
 from lectr.store.base import encode_cursor, filter_sql, new_key
-from lectr.store.insights import InsightsMixin, pg_payload, pg_upserts, rollup_rows
+from lectr.store.insights import InsightsMixin
+from lectr.store.rollups import pg_payload, pg_upserts, rollup_rows
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 

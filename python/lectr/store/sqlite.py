@@ -19,7 +19,8 @@ import msgspec
 
 from lectr.errors import Conflict, NotFound
 from lectr.store.base import encode_cursor, filter_sql, new_key
-from lectr.store.insights import KEY_COLS, SUM_COLS, InsightsMixin, rollup_rows, sqlite_upserts
+from lectr.store.insights import InsightsMixin
+from lectr.store.rollups import KEY_COLS, SUM_COLS, rollup_rows, sqlite_upserts
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
