@@ -31,7 +31,7 @@ def serve(settings: Settings) -> None:
     from granian.constants import Interfaces, Loops
 
     from lectr.config import SETTINGS_ENV
-    from lectr.observe.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+    from lectr.observe.exposition import MULTIPROC_ENV, prepare_multiprocess_dir
 
     metrics_dir = prepare_multiprocess_dir(Path(os.environ[MULTIPROC_ENV]))
 
