@@ -6,20 +6,12 @@ import argparse
 from typing import Any
 
 from lectr.cli.tables import table
-from lectr.control.manage import Manager
+from lectr.control.manage import RULE_FIELDS, Manager
 from lectr.errors import InvalidRequest
 from lectr.types import Rule, Target
 
-_OPTIONS = (
-    "priority",
-    "match_feature",
-    "match_task",
-    "match_provider",
-    "match_model",
-    "target_provider",
-    "target_model",
-    "split_percent",
-)
+# The rule fields set by options (the name is a positional; enabled a verb).
+_OPTIONS = sorted(RULE_FIELDS - {"name", "enabled"})
 
 
 def _fields(a: argparse.Namespace) -> dict[str, Any]:
