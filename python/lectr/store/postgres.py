@@ -4,6 +4,7 @@ for exports."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -156,6 +157,12 @@ class PostgresStore(SharedSQL, InsightsMixin):
             check=AsyncConnectionPool.check_connection,
         )
         self._opened = False
+        # Records go through a connection of their own, reconnected by the
+        # next write after a failure: the pool's reconnect back-off (1, 2, 4,
+        # 8 s) would leave the writer blind for seconds after the database
+        # returns, and a shutdown drain has no seconds to spare.
+        self._writes: psycopg.AsyncConnection[Any] | None = None
+        self._write_lock = asyncio.Lock()
 
     async def notifications(self) -> AsyncIterator[None]:
         """One item per control change (NOTIFY lectr_control), on a dedicated
@@ -173,6 +180,9 @@ class PostgresStore(SharedSQL, InsightsMixin):
         return self._pool
 
     async def close(self) -> None:
+        if self._writes is not None:
+            await self._writes.close()
+            self._writes = None
         if self._opened:
             await self._pool.close()
 
@@ -237,42 +247,66 @@ class PostgresStore(SharedSQL, InsightsMixin):
             # A string PostgreSQL cannot store (NUL, a lone surrogate).
             await self._write([_storable(r) for r in records])
 
+    async def _write_connection(self) -> psycopg.AsyncConnection[Any]:
+        c = self._writes
+        if c is None or c.closed or c.broken:
+            if c is not None:
+                await c.close()
+            self._writes = None
+            c = self._writes = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=3, options="-c jit=off"
+            )
+        return c
+
     async def _write(self, records: list[Record]) -> None:
-        rows = _copy_rows(records)
-        pool = await self._open()
-        async with pool.connection() as c:
+        async with self._write_lock:
+            reused = self._writes is not None and not self._writes.closed
             try:
-                # Fast path: COPY straight in. A batch that was already stored
-                # (retried after an unacknowledged commit, or replayed from the
-                # spill file) violates the primary key and takes the slow path.
-                async with c.transaction():
-                    async with c.cursor().copy(_COPY) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-                        # Summed while the server still indexes the last rows.
-                        rollups = rollup_rows(records)
-                    await _add_rollups(c, rollups)
-                return
-            except psycopg.errors.UniqueViolation:
-                pass
+                await self._write_on(await self._write_connection(), records)
+            except psycopg.OperationalError:
+                # A connection idle across a server restart fails on first
+                # use: retry once on a fresh one rather than fail the batch.
+                if self._writes is not None:
+                    await self._writes.close()
+                    self._writes = None
+                if not reused:
+                    raise
+                await self._write_on(await self._write_connection(), records)
+
+    async def _write_on(self, c: psycopg.AsyncConnection[Any], records: list[Record]) -> None:
+        rows = _copy_rows(records)
+        try:
+            # Fast path: COPY straight in. A batch that was already stored
+            # (retried after an unacknowledged commit, or replayed from the
+            # spill file) violates the primary key and takes the slow path.
             async with c.transaction():
-                await c.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS requests_stage "
-                    "(LIKE requests INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
-                async with c.cursor().copy(_COPY_STAGE) as copy:
+                async with c.cursor().copy(_COPY) as copy:
                     copy.set_types(_COPY_TYPES)
                     for row in rows:
                         await copy.write_row(row)
-                cur = await c.execute(
-                    f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage "
-                    "ON CONFLICT DO NOTHING RETURNING id"
-                )
-                # Rollups count only the records this statement stored.
-                new_ids = {r[0] for r in await cur.fetchall()}
-                fresh = {r.id: r for r in reversed(records) if r.id in new_ids}
-                await _add_rollups(c, rollup_rows(fresh.values()))
+                    # Summed while the server still indexes the last rows.
+                    rollups = rollup_rows(records)
+                await _add_rollups(c, rollups)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+        async with c.transaction():
+            await c.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS requests_stage "
+                "(LIKE requests INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            async with c.cursor().copy(_COPY_STAGE) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    await copy.write_row(row)
+            cur = await c.execute(
+                f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage "
+                "ON CONFLICT DO NOTHING RETURNING id"
+            )
+            # Rollups count only the records this statement stored.
+            new_ids = {r[0] for r in await cur.fetchall()}
+            fresh = {r.id: r for r in reversed(records) if r.id in new_ids}
+            await _add_rollups(c, rollup_rows(fresh.values()))
 
     async def control_version(self) -> int:
         pool = await self._open()
