@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 
-from tests.harness import Gateway, Mock
+from lectr import _core
+from tests.harness import Gateway, Mock, running
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 MiB = 1024 * 1024
@@ -149,3 +153,76 @@ def test_client_hanging_up_mid_body_is_recorded_499(gateway: Gateway, mock: Mock
     assert len(mock.requests()) == before_calls
     assert "Traceback" not in _log_tail(gateway, log_start)
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+
+
+class _AbsurdUsage(BaseHTTPRequestHandler):
+    """A provider whose usage figures are whatever the request's
+    x-usage header says, as raw JSON, in a JSON body or an SSE stream."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        figure = self.headers["x-usage"]
+        usage = f'{{"prompt_tokens":{figure},"completion_tokens":{figure},"total_tokens":{figure}}}'
+        choice = '{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}'
+        if body.get("stream"):
+            delta = '{"index":0,"delta":{"content":"Hello there"}}'
+            out = (
+                f'data: {{"id":"c","choices":[{delta}],"usage":null}}\n\n'
+                f'data: {{"id":"c","choices":[],"usage":{usage}}}\n\ndata: [DONE]\n\n'
+            ).encode()
+            ctype = "text/event-stream"
+        else:
+            out = f'{{"id":"c","object":"chat.completion","choices":[{choice}],"usage":{usage}}}'.encode()
+            ctype = "application/json"
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+
+def test_absurd_usage_figures_fall_back_to_estimated_tokens(tmp_path: Path) -> None:
+    """Usage the store cannot hold (>= 2^63) or that makes no sense (negative,
+    fractional, a string, past 100 M tokens) is not trusted: the record has
+    estimated tokens, is stored, and its cost is sane."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AbsurdUsage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    provider = SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}")
+    figures = [str(2**64), str(2**64 - 1), str(2**63), str(2**63 - 1), "100000001", "-1", "1e30", '"12"']
+    try:
+        with running(tmp_path, provider) as gw:  # type: ignore[arg-type]
+            key = gw.create_org("absurd")
+            gw.start()
+            for i, figure in enumerate(figures):
+                for stream in (False, True):
+                    r = httpx.post(
+                        f"{gw.url}/v1/chat/completions",
+                        json={**CHAT, "stream": stream},
+                        headers={
+                            "X-Lectr-Key": key,
+                            "X-Lectr-Feature": f"absurd-{i}-{stream}",
+                            "x-usage": figure,
+                        },
+                    )
+                    assert r.status_code == 200, r.text
+            good = httpx.post(
+                f"{gw.url}/v1/chat/completions",
+                json=CHAT,
+                headers={"X-Lectr-Key": key, "X-Lectr-Feature": "sane", "x-usage": "7"},
+            )
+            assert good.status_code == 200
+            expected_prompt = _core.estimate_prompt_tokens(json.dumps(CHAT).encode(), "gpt-4o-mini")
+            for i, figure in enumerate(figures):
+                for stream in (False, True):
+                    (rec,) = gw.records(feature=f"absurd-{i}-{stream}")
+                    assert rec["token_source"] == "estimated", (figure, stream)
+                    assert rec["prompt_tokens"] == expected_prompt, (figure, stream)
+                    assert rec["completion_tokens"] == _core.count_tokens("Hello there", "gpt-4o-mini")
+                    assert rec["cost_usd"] is not None and rec["cost_usd"] < 0.01
+            (rec,) = gw.records(feature="sane")
+            assert rec["token_source"] == "provider" and rec["prompt_tokens"] == 7
+    finally:
+        server.shutdown()
