@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hmac
 import re
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 
 from lectr import auth, export
-from lectr.admin.insights import InsightsRoutes
+from lectr.admin.insights import InsightsRoutes, parse_time
 from lectr.admin.policy import PolicyRoutes
 from lectr.admin.routes import JSON, ROUTES, Principal, route
 from lectr.admin.routes import encode as _encode
@@ -155,17 +154,6 @@ class LogPage(msgspec.Struct):
     next_cursor: str | None
 
 
-def _time(value: str, name: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise InvalidRequest(f"{name} must be Unix seconds or ISO 8601, got {value[:40]!r}") from None
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
 
@@ -177,8 +165,8 @@ def log_filter(org_id: str, q: dict[str, str]) -> LogFilter:
         raise InvalidRequest(f"status must be one of {', '.join(STATUS_CLASSES)}")
     return LogFilter(
         org_id=org_id,
-        since=_time(q["since"], "since") if "since" in q else None,
-        until=_time(q["until"], "until") if "until" in q else None,
+        since=parse_time(q["since"], "since") if "since" in q else None,
+        until=parse_time(q["until"], "until") if "until" in q else None,
         feature=q.get("feature"),
         task=q.get("task"),
         model=q.get("model"),
@@ -257,9 +245,14 @@ class AdminAPI(PolicyRoutes, InsightsRoutes):
         )
 
     async def _own_org(self, who: Principal, ref: str) -> None:
-        org = await self._org(ref)
-        if org.id != who.org_id:
-            raise Forbidden("an org key can only read its own org")
+        # Another org and no org answer alike: a 403 told an org key which
+        # other orgs exist.
+        try:
+            org = await self._store.get_org(ref)
+        except StoreMissing:
+            org = None
+        if org is None or org.id != who.org_id:
+            raise NotFound(f"no org {ref[:200]!r} for this key")
 
     async def _org(self, ref: str) -> OrgEntry:
         try:

@@ -20,18 +20,29 @@ class ApplyIn(msgspec.Struct, forbid_unknown_fields=True):
     split_percent: int | None = None
 
 
+# Unix seconds a time parameter may take: up to the last second of year 9999
+# (what datetime can represent); nan, inf and ±1e308 used to reach the
+# minute alignment and the store and fail there as a 500.
+MAX_TIME = 253402300799.0
+
+
+def parse_time(value: str, name: str) -> float:
+    """A time query parameter, Unix seconds or ISO 8601, as Unix seconds."""
+    try:
+        t = float(value)
+    except ValueError:
+        try:
+            t = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise InvalidRequest(f"{name} must be Unix seconds or ISO 8601, got {value[:40]!r}") from None
+    if not 0 <= t <= MAX_TIME:  # also false for nan
+        raise InvalidRequest(f"{name} must be a time between 1970 and 9999, got {value[:40]!r}")
+    return t
+
+
 def query_time(q: dict[str, str], name: str) -> float | None:
     value = q.get(name)
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise InvalidRequest(f"{name} must be Unix seconds or ISO 8601, got {value[:40]!r}") from None
+    return None if value is None else parse_time(value, name)
 
 
 def _days(q: dict[str, str]) -> float:
