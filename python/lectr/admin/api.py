@@ -82,6 +82,11 @@ class AdminAPI:
         )
 
     async def _own_org(self, who: Principal, ref: str) -> None:
-        org = await self._ctx.manager.org(ref)
-        if org.id != who.org_id:
-            raise Forbidden("an org key can only read its own org")
+        # Another org and no org answer alike: a 403 told an org key which
+        # other orgs exist.
+        try:
+            org = await self._ctx.manager.org(ref)
+        except NotFound:
+            org = None
+        if org is None or org.id != who.org_id:
+            raise NotFound(f"no org {ref[:200]!r} for this key")
