@@ -76,10 +76,34 @@ class Mock:
         return out
 
 
+class Hostile:
+    """The hostile provider (tests/hostile_provider.py) in a subprocess."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"hostile-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.hostile_provider", "--port", str(self.port)],
+            cwd=ROOT,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"{self.url}/_hostile/stats", self.proc, self.log)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = httpx.get(f"{self.url}/_hostile/stats").json()
+        return out
+
+    def received(self, request_id: str) -> int:
+        """Requests that arrived with `x-hostile-id: request_id`."""
+        return int(self.stats()["requests"].get(request_id, 0))
+
+
 class Gateway:
     """`lectr serve` in a subprocess with its own data dir, pointed at the mock."""
 
-    def __init__(self, tmp: Path, mock: Mock, **env: str) -> None:
+    def __init__(self, tmp: Path, mock: Mock | Hostile, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp / f"data-{self.port}"
@@ -147,7 +171,7 @@ class Gateway:
 
 
 @contextmanager
-def running(tmp: Path, mock: Mock, **env: str) -> Iterator[Gateway]:
+def running(tmp: Path, mock: Mock | Hostile, **env: str) -> Iterator[Gateway]:
     gw = Gateway(tmp, mock, **env)
     try:
         yield gw
