@@ -21,6 +21,9 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     """The provider connection broke or returned an invalid response."""
 
+class UpstreamBadResponse(UpstreamProtocolError):
+    """The provider's response is malformed (status, head, framing or an SSE event too large)."""
+
 class RequestMeta:
     """The parsed top level of a request body."""
 

@@ -10,7 +10,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::UpstreamProtocolError;
+use crate::errors::{UpstreamBadResponse, UpstreamProtocolError};
 use crate::headers::{AuthStyle, client_response_headers, upstream_request_headers};
 use crate::tokens;
 use crate::usage::{StreamTap, Usage, body_usage};
@@ -239,6 +239,11 @@ impl ResponseReader {
                 self.buf.drain(..len);
                 continue;
             }
+            if !(200..=599).contains(&status) {
+                // httparse takes any three digits; the HTTP server answering the
+                // client panics on a status outside 100-599, so it stops here.
+                return Err(format!("invalid status code {status:03} from the provider"));
+            }
             let version = resp.version.unwrap_or(1);
             let pairs: Vec<(&str, &[u8])> =
                 resp.headers.iter().map(|h| (h.name, h.value)).collect();
@@ -466,11 +471,11 @@ impl ResponseReader {
 
     /// Feed received bytes; returns 0 (nothing to hand on yet), 1 (head
     /// known, body streaming) or 2 (message complete). Raises
-    /// `UpstreamProtocolError` on a malformed response.
+    /// `UpstreamBadResponse` on a malformed response.
     fn feed(&mut self, data: &[u8]) -> PyResult<u8> {
         self.push(data)
             .map(|p| p as u8)
-            .map_err(UpstreamProtocolError::new_err)
+            .map_err(UpstreamBadResponse::new_err)
     }
 
     /// The provider closed the connection; returns the phase as `feed`
@@ -765,6 +770,10 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         for bad in [
             &b"HTTP/1.1 2x0 OK\r\n\r\n"[..],
+            b"HTTP/1.1 000 X\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 099 X\r\n\r\n",
+            b"HTTP/1.1 600 X\r\n\r\n",
+            b"HTTP/1.1 999 X\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nabc",
