@@ -147,6 +147,30 @@ class Gateway:
         if self.proc is not None:
             stop(self.proc)
 
+    def worker_pids(self) -> list[int]:
+        """The granian worker processes (children of `lectr serve`)."""
+        assert self.proc is not None
+        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [int(k) for k in kids if b"writer_process" not in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+    def worker_rss(self) -> int:
+        """Resident memory of the workers, bytes (VmRSS from /proc)."""
+        total = 0
+        for pid in self.worker_pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
+    def wait_rss_below(self, limit: int, timeout: float = 10.0) -> int:
+        """Poll until the workers' RSS is at most `limit`; returns the last reading."""
+        deadline = time.monotonic() + timeout
+        rss = self.worker_rss()
+        while rss > limit and time.monotonic() < deadline:
+            time.sleep(0.1)
+            rss = self.worker_rss()
+        return rss
+
     def records(self, timeout: float = 5.0, expect: int = 1, **where: Any) -> list[dict[str, Any]]:
         """Rows of the request log matching `where`, waiting for `expect` of them."""
         import sqlite3

@@ -26,17 +26,31 @@ def hostile(tmp_root: Path) -> Iterator[Hostile]:
 
 @pytest.fixture(scope="module")
 def hgw(tmp_root: Path, hostile: Hostile) -> Iterator[Gateway]:
-    gw = Gateway(tmp_root, hostile, LECTR_IDLE_TIMEOUT="5", LECTR_FIRST_BYTE_TIMEOUT="5")
+    # Tokenizers load at start, so that memory readings are not their first load.
+    gw = Gateway(
+        tmp_root,
+        hostile,
+        LECTR_IDLE_TIMEOUT="5",
+        LECTR_FIRST_BYTE_TIMEOUT="5",
+        LECTR_WARM_TOKENIZERS="true",
+    )
     gw.key = gw.create_org("hostile")  # type: ignore[attr-defined]
     gw.start()
     yield gw
     gw.stop()
 
 
-def send(gw: Gateway, mode: str, stream: bool = False, **extra: str) -> tuple[httpx.Response, bytes, str]:
-    """One chat request in `mode`; the response, its whole body and the feature tag."""
+def send(
+    gw: Gateway, mode: str, stream: bool = False, usage: bool = False, **extra: str
+) -> tuple[httpx.Response, bytes, str]:
+    """One chat request in `mode` (`usage`: the client asks for streamed
+    usage, so the tap passes events through unedited); the response, its
+    whole body and the feature tag."""
     feature = tag()
-    body = json.dumps({**CHAT, "stream": stream}).encode()
+    req: dict[str, Any] = {**CHAT, "stream": stream}
+    if usage:
+        req["stream_options"] = {"include_usage": True}
+    body = json.dumps(req).encode()
     hdrs = headers(gw.key, **{"x-hostile": mode, "X-Lectr-Feature": feature, **extra})  # type: ignore[attr-defined]
     with httpx.stream("POST", gw.url + "/v1/chat/completions", content=body, headers=hdrs, timeout=30) as r:
         got = b""
@@ -80,3 +94,22 @@ def test_a_status_outside_100_599_is_502_and_the_gateway_stays_up(
         "provider_bad_response",
         "provider",
     )
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("usage", [False, True], ids=["usage-injected", "usage-asked"])
+def test_an_endless_sse_line_fails_the_stream_and_memory_returns(hgw: Gateway, usage: bool) -> None:
+    assert_serving(hgw)  # warm: the first requests' allocations are not this test's
+    before = hgw.worker_rss()
+    r, got, feature = send(hgw, "endless-line", stream=True, usage=usage, **{"x-hostile-size": str(64 * MIB)})
+    assert r.status_code == 200  # the head went out before the line began
+    # Cut at the 4 MiB event cap, not 64 MiB passed on as a complete stream.
+    assert len(got) < 16 * MIB
+    assert b"data: [DONE]" not in got
+    (rec,) = hgw.records(feature=feature)
+    assert (rec["status_code"], rec["error_category"]) == (200, "stream_interrupted")
+    after = hgw.wait_rss_below(before + 20 * MIB)
+    assert after <= before + 20 * MIB, f"worker RSS {before / MIB:.0f} -> {after / MIB:.0f} MiB"
+    assert_serving(hgw)
