@@ -21,6 +21,7 @@ LectrError                          (status, type, code, source)
  ├── BudgetExceeded                 429 rate_limit_error budget_exceeded
  ├── PolicyUnavailable              503 api_error policy_unavailable  (fail-closed, Redis down)
  ├── ProviderUnreachable            502 api_error provider_unreachable   (network)
+ ├── ProviderBadResponse            502 api_error provider_bad_response  (provider: not valid HTTP)
  └── ProviderTimeout                504 api_error provider_timeout       (network)
 ```
 
@@ -158,6 +159,10 @@ class ProviderUnreachable(LectrError):
     status, type, code, source = 502, "api_error", "provider_unreachable", "network"
 
 
+class ProviderBadResponse(LectrError):
+    status, type, code, source = 502, "api_error", "provider_bad_response", "provider"
+
+
 class ProviderTimeout(LectrError):
     status, type, code, source = 504, "api_error", "provider_timeout", "network"
 
@@ -166,6 +171,8 @@ def from_core(exc: _core.UpstreamError, provider: str) -> LectrError:
     """Translate an upstream failure from the Rust core (the only mapping)."""
     if isinstance(exc, _core.UpstreamTimeout):
         return ProviderTimeout(f"{provider} did not respond in time ({exc} timeout)")
+    if isinstance(exc, _core.UpstreamBadResponse):
+        return ProviderBadResponse(f"{provider} sent an invalid response: {exc}")
     if isinstance(exc, _core.UpstreamConnectError):
         return ProviderUnreachable(f"could not connect to {provider}: {exc}")
     return ProviderUnreachable(f"the connection to {provider} failed: {exc}")

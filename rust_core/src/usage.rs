@@ -294,6 +294,11 @@ impl StreamTap {
     pub fn retained(&self) -> &[u8] {
         &self.retained
     }
+
+    /// Bytes of the event in progress (held until its blank line arrives).
+    pub fn pending_len(&self) -> usize {
+        self.framer.pending().len()
+    }
 }
 
 #[cfg(test)]

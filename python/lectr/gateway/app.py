@@ -59,6 +59,7 @@ class App:
             connect_timeout=self.settings.connect_timeout,
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
+            max_sse_event=self.settings.sse_max_event_bytes,
         )
         prices = PriceTable.load(self.settings.prices_file)
         self.webhooks = WebhookSender(self.upstream, self.settings.budget_webhook_url)
