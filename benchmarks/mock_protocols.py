@@ -5,7 +5,7 @@ Responses (`POST .../responses`): JSON, or typed SSE events
 `response.created`, `response.in_progress`, `response.output_item.added`,
 `response.content_part.added`, `response.output_text.delta` ..., `*.done`,
 `response.completed` whose `response.usage` carries `input_tokens`,
-`input_tokens_details.cached_tokens`, `output_tokens` and
+`input_tokens_details.cached_tokens` / `.cache_write_tokens`, `output_tokens` and
 `output_tokens_details.reasoning_tokens` (a reasoning item precedes the
 message when reasoning tokens are asked for). `GET/DELETE .../responses/{id}`,
 `POST .../responses/{id}/cancel` and `GET .../responses/{id}/input_items`
@@ -19,8 +19,8 @@ Messages (`POST .../messages`, `.../messages/count_tokens`): JSON, or
 
 Usage is deterministic: input = len(body) // 4 (for Messages, the part not
 read from or written to the cache), output = content deltas + reasoning.
-Headers: `x-mock-cached` (cache reads), `x-mock-cache-write` (cache writes,
-Messages), `x-mock-reasoning` (reasoning tokens, Responses),
+Headers: `x-mock-cached` (cache reads), `x-mock-cache-write` (cache writes),
+`x-mock-reasoning` (reasoning tokens, Responses),
 `x-mock-reset-after: N` (abort the connection after N content deltas),
 `x-mock-no-usage: 1`, `x-mock-chunks`, `x-mock-interval-ms`, `x-mock-stamp`.
 """
@@ -166,6 +166,7 @@ async def responses(
     chunks = int(num("x-mock-chunks", d.chunks))
     cached = int(num("x-mock-cached", 0))
     reasoning = int(num("x-mock-reasoning", 0))
+    written = int(num("x-mock-cache-write", 0))
     no_usage = num("x-mock-no-usage", 0) == 1
     words = _words(chunks, num("x-mock-stamp", 1 if d.stamp else 0) == 1)
     text = "".join(words)
@@ -174,7 +175,7 @@ async def responses(
         inp, out = len(raw) // 4, chunks + reasoning
         usage = {
             "input_tokens": inp,
-            "input_tokens_details": {"cached_tokens": cached},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
             "output_tokens": out,
             "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": inp + out,

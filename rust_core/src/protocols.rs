@@ -60,6 +60,8 @@ pub struct Tokens {
 struct InputDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -90,7 +92,10 @@ impl ResponsesUsage {
                 .input_tokens_details
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
-            cache_write: 0,
+            cache_write: self
+                .input_tokens_details
+                .and_then(|d| d.cache_write_tokens)
+                .unwrap_or(0),
             reasoning: self
                 .output_tokens_details
                 .and_then(|d| d.reasoning_tokens)
@@ -347,7 +352,7 @@ data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\"
 event: response.output_text.delta\n\
 data: {\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"item_id\":\"m\",\"output_index\":0,\"content_index\":0,\"delta\":\" world\"}\n\n\
 event: response.completed\n\
-data: {\"type\":\"response.completed\",\"sequence_number\":3,\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"hello world\"}]}],\"usage\":{\"input_tokens\":40,\"input_tokens_details\":{\"cached_tokens\":16},\"output_tokens\":12,\"output_tokens_details\":{\"reasoning_tokens\":10},\"total_tokens\":52}}}\n\n";
+data: {\"type\":\"response.completed\",\"sequence_number\":3,\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"hello world\"}]}],\"usage\":{\"input_tokens\":40,\"input_tokens_details\":{\"cached_tokens\":16,\"cache_write_tokens\":8},\"output_tokens\":12,\"output_tokens_details\":{\"reasoning_tokens\":10},\"total_tokens\":52}}}\n\n";
 
     const MESSAGES: &[u8] = b"event: message_start\n\
 data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":300,\"output_tokens\":1}}}\n\n\
@@ -378,7 +383,7 @@ data: {\"type\":\"message_stop\"}\n\n";
             prompt: Some(40),
             completion: Some(12),
             cached: 16,
-            cache_write: 0,
+            cache_write: 8,
             reasoning: 10,
         }
     }
@@ -439,7 +444,7 @@ data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_inp
 
     #[test]
     fn body_tokens_per_protocol() {
-        let r = br#"{"id":"resp_1","object":"response","usage":{"input_tokens":40,"input_tokens_details":{"cached_tokens":16},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":10}}}"#;
+        let r = br#"{"id":"resp_1","object":"response","usage":{"input_tokens":40,"input_tokens_details":{"cached_tokens":16,"cache_write_tokens":8},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":10}}}"#;
         assert_eq!(
             body_tokens(Protocol::Responses, r),
             Some(responses_expected())
