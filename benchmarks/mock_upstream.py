@@ -4,7 +4,8 @@ Run: `python -m benchmarks.mock_upstream --port 9000 [--latency-ms 0]
 [--chunks 5] [--interval-ms 0]`. It answers chat completions, completions,
 embeddings and model listings under any path prefix (so it can stand in for
 OpenAI, Anthropic, Groq, Gemini and Azure base URLs), JSON or SSE, and takes
-per-request instructions from `x-mock-*` headers:
+per-request instructions from `x-mock-*` headers (the OpenAI Responses and
+Anthropic Messages endpoints live in `mock_protocols.py`):
 
 | header                  | effect                                              |
 |-------------------------|-----------------------------------------------------|
@@ -37,6 +38,8 @@ import time
 from typing import Any
 
 from aiohttp import web
+
+from benchmarks import mock_protocols
 
 LOG: web.AppKey[list[dict[str, Any]]] = web.AppKey("log", list)
 STATS: web.AppKey[dict[str, int]] = web.AppKey("stats", dict)
@@ -78,11 +81,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if latency:
         await asyncio.sleep(latency / 1000)
     status = int(_num(request, "x-mock-status", 200))
+    path = request.path
+    if status >= 400 and mock_protocols.is_messages(path):
+        return mock_protocols.anthropic_error(status, f"mock error {status}")
     if status >= 400:
         err = {"error": {"message": f"mock error {status}", "type": "mock_error", "code": str(status)}}
         return web.json_response(err, status=status, headers={"x-mock-error": "1"})
 
-    path = request.path
+    proto = mock_protocols.responses if mock_protocols.is_responses(path) else None
+    if mock_protocols.is_messages(path):
+        proto = mock_protocols.messages
+    if proto is not None:
+        return await proto(request, raw, lambda n, dflt: _num(request, n, dflt), request.app[STATS], d)
     if path.endswith("/models"):
         return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]})
     try:

@@ -9,6 +9,7 @@ LectrError                          (status, type, code, source)
  ├── InvalidRequest                 400 invalid_request_error invalid_request
  ├── InvalidProvider                400 invalid_request_error invalid_provider
  ├── AzureConfigMissing             400 invalid_request_error azure_config_missing
+ ├── UnsupportedEndpoint            400 invalid_request_error unsupported_endpoint
  ├── RequestTooLarge                413 invalid_request_error request_too_large
  ├── ClientClosed                   499 invalid_request_error client_closed  (client left mid-body)
  ├── NotFound                       404 invalid_request_error not_found
@@ -99,6 +100,10 @@ class InvalidProvider(LectrError):
 
 class AzureConfigMissing(LectrError):
     status, type, code = 400, "invalid_request_error", "azure_config_missing"
+
+
+class UnsupportedEndpoint(LectrError):
+    status, type, code = 400, "invalid_request_error", "unsupported_endpoint"
 
 
 class RequestTooLarge(LectrError):

@@ -31,6 +31,10 @@ class Record(msgspec.Struct, kw_only=True, gc=False):
     cost_usd: float | None = None
     feature: str = "untagged"
     task: str | None = None
+    # Of prompt_tokens, those written to the provider's prompt cache (Anthropic).
+    cache_write_tokens: int | None = None
+    # Of completion_tokens, those spent on reasoning.
+    reasoning_tokens: int | None = None
 
 
 RECORD_FIELDS: tuple[str, ...] = Record.__struct_fields__

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from lectr import _core
+from lectr.gateway import protocols
 from lectr.admin import AdminAPI
 from lectr.admin.routes import Context as AdminContext
 from lectr.capture.handover import WriterProcess
@@ -43,6 +44,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/completions": Endpoint("/completions", "POST", True),
     "/v1/embeddings": Endpoint("/embeddings", "POST", True),
     "/v1/models": Endpoint("/models", "GET", False),
+    "/v1/responses": Endpoint("/responses", "POST", True, protocols.RESPONSES),
+    "/v1/messages": Endpoint("/messages", "POST", True, protocols.MESSAGES),
+    # Free of charge: the answer is a count, not a generation.
+    "/v1/messages/count_tokens": Endpoint("/messages/count_tokens", "POST", True, protocols.MESSAGES, False),
 }
 _encode = msgspec.json.Encoder().encode
 
@@ -186,8 +191,18 @@ class App:
         endpoint = ENDPOINTS.get(path)
         if endpoint is not None:
             if scope.method != endpoint.method:
-                return self._error(proto, MethodNotAllowed(f"{path} accepts {endpoint.method} only"))
+                e = MethodNotAllowed(f"{path} accepts {endpoint.method} only")
+                proto.response_bytes(e.status, JSON_HEADERS, protocols.error_body(endpoint.protocol, e))
+                return None
             return await self.proxy.handle(scope, proto, endpoint)
+        stored = protocols.stored_response_route(path)
+        if stored is not None:
+            upstream_path, methods = stored
+            if scope.method not in methods:
+                return self._error(proto, MethodNotAllowed(f"{path} accepts {', '.join(methods)} only"))
+            # A stored response passed through: no body, no new tokens.
+            ep = Endpoint(upstream_path, scope.method, False, protocols.RESPONSES, False)
+            return await self.proxy.handle(scope, proto, ep)
         if path.startswith("/admin/"):
             return await self.admin.handle(scope, proto)
         if path == "/healthz":

@@ -1,4 +1,4 @@
-"""The price table: USD per 1M input, cached-input and output tokens per model,
+"""The price table: USD per 1M input, cached-input, cache-write and output tokens per model,
 shipped as data (`data/prices.json`) and overridable by the operator."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ class Price(msgspec.Struct, frozen=True):
     input: float
     output: float
     cached_input: float | None = None
+    # Prompt tokens written to the cache (Anthropic bills them above input).
+    cache_write: float | None = None
 
 
 class _PriceFile(msgspec.Struct):
@@ -65,14 +67,24 @@ class PriceTable:
         return p
 
     def cost(
-        self, model: str | None, prompt: int | None, completion: int | None, cached: int | None
+        self,
+        model: str | None,
+        prompt: int | None,
+        completion: int | None,
+        cached: int | None,
+        cache_write: int | None = None,
     ) -> float | None:
         """USD for the given usage, or None (unpriced) for an unknown model or
-        when no token counts are known. Never a silent zero."""
+        when no token counts are known. Never a silent zero. `cached` and
+        `cache_write` are parts of `prompt`; each class is priced at its own
+        rate (the input price where the table has none for it)."""
         p = self.price(model)
         if p is None or (prompt is None and completion is None):
             return None
         cached = min(cached or 0, prompt or 0)
-        fresh = (prompt or 0) - cached
+        written = min(cache_write or 0, (prompt or 0) - cached)
+        fresh = (prompt or 0) - cached - written
         cached_rate = p.cached_input if p.cached_input is not None else p.input
-        return (fresh * p.input + cached * cached_rate + (completion or 0) * p.output) / 1_000_000
+        write_rate = p.cache_write if p.cache_write is not None else p.input
+        total = fresh * p.input + cached * cached_rate + written * write_rate + (completion or 0) * p.output
+        return total / 1_000_000

@@ -81,6 +81,9 @@ def upstream_url(provider: Provider, path: str, model: str | None, settings: Set
     version = quote(org.azure_api_version, safe="")
     if path == "/models":
         return f"{endpoint}/openai/models?api-version={version}"
+    if path == "/responses" or path.startswith("/responses/"):
+        # Azure's v1 API: the deployment is the body's `model`, no api-version.
+        return f"{endpoint}/openai/v1{path}"
     if not model:
         raise InvalidRequest("Azure requests need a model (the deployment name)")
     if model in (".", "..") or not model.strip():

@@ -39,8 +39,15 @@ from lectr.capture.handover import WriterProcess
 from lectr.config import Settings
 from lectr.control import ControlPlane
 from lectr.control.policy.engine import Admission, Policy
-from lectr.errors import ClientClosed, InvalidRequest, LectrError, ProviderUnreachable, RequestTooLarge
-from lectr.gateway import auth, providers, routing
+from lectr.errors import (
+    ClientClosed,
+    InvalidRequest,
+    LectrError,
+    ProviderUnreachable,
+    RequestTooLarge,
+    UnsupportedEndpoint,
+)
+from lectr.gateway import auth, protocols, providers, routing
 from lectr.gateway.breaker import Health
 from lectr.gateway.pricing import PriceTable
 from lectr.gateway.upstream import Response, Upstream
@@ -55,11 +62,15 @@ JSON_HEADERS = [("content-type", "application/json")]
 
 
 class Endpoint(msgspec.Struct, frozen=True):
-    """A proxied OpenAI endpoint."""
+    """A proxied endpoint."""
 
     path: str  # upstream path after the base URL, e.g. "/chat/completions"
     method: str
     has_body: bool
+    protocol: str = protocols.CHAT  # chat | responses | messages
+    # Whether a response to it uses tokens (not a listing, a stored
+    # response fetched again or a free token count).
+    billable: bool = True
 
 
 def provider_category(status: int) -> str:
@@ -78,7 +89,9 @@ class Exchange:
 
     __slots__ = (
         "admission",
+        "billable",
         "body_up",
+        "cache_write",
         "cached",
         "completion",
         "endpoint",
@@ -91,8 +104,10 @@ class Exchange:
         "model_requested",
         "org_id",
         "prompt",
+        "protocol",
         "provider",
         "provider_unknown",
+        "reasoning",
         "rule_id",
         "start",
         "status",
@@ -133,6 +148,10 @@ class Exchange:
         self.prompt: int | None = None
         self.completion: int | None = None
         self.cached: int | None = None
+        self.cache_write: int | None = None
+        self.reasoning: int | None = None
+        self.protocol = protocols.CHAT
+        self.billable = True
         self.token_source: str | None = None
 
     def fail(self, e: LectrError) -> None:
@@ -197,7 +216,8 @@ class Proxy:
         except LectrError as e:
             # No org, nothing to record against; the provider is never called.
             self._metrics.auth_rejected(e.code)
-            proto.response_bytes(e.status, JSON_HEADERS + e.headers(), e.body())
+            body = protocols.error_body(endpoint.protocol, e)
+            proto.response_bytes(e.status, JSON_HEADERS + e.headers(), body)
             return
         self._metrics.inflight(1)
         ex = Exchange(
@@ -206,16 +226,19 @@ class Proxy:
             _header_value(headers, "x-lectr-feature", FEATURE_CAP) or UNTAGGED,
             _header_value(headers, "x-lectr-task", FEATURE_CAP),
         )
+        ex.protocol, ex.billable = endpoint.protocol, endpoint.billable
         try:
             await self._forward(scope, proto, endpoint, org, ex)
         except LectrError as e:
             ex.fail(e)
-            proto.response_bytes(e.status, JSON_HEADERS + e.headers(), e.body())
+            body = protocols.error_body(endpoint.protocol, e)
+            proto.response_bytes(e.status, JSON_HEADERS + e.headers(), body)
         except Exception:
             log.exception("unexpected error while proxying")
             internal = LectrError("the gateway failed to process this request")
             ex.fail(internal)
-            proto.response_bytes(internal.status, JSON_HEADERS, internal.body())
+            body = protocols.error_body(endpoint.protocol, internal)
+            proto.response_bytes(internal.status, JSON_HEADERS, body)
         finally:
             ex.upstream_done()
         await self._finish(ex)
@@ -268,10 +291,28 @@ class Proxy:
             ex.model_requested = ex.model_actual = meta.model
             ex.streaming = meta.stream
         detected, unknown = providers.detect(ex.model_requested, headers.get("x-lectr-provider"))
+        proto_name = endpoint.protocol
+        if unknown and proto_name in protocols.DEFAULT_PROVIDER:
+            # A model we do not recognise goes to the protocol's own provider.
+            detected = providers.REGISTRY[protocols.DEFAULT_PROVIDER[proto_name]]
         ex.provider, ex.provider_unknown = detected.name, unknown
+        if not protocols.serves(proto_name, detected.name):
+            raise UnsupportedEndpoint(
+                f"{detected.name} has no {scope.path} endpoint; "
+                f"it is served by: {', '.join(sorted(protocols.SERVED_BY[proto_name]))}"
+            )
+
+        def serves(p: str) -> bool:
+            return protocols.serves(proto_name, p)
+
         snap = self._control.snapshot
         route = routing.apply(
-            snap.rules.get(org.id, ()), ex.feature, ex.task, detected.name, ex.model_requested
+            snap.rules.get(org.id, ()),
+            ex.feature,
+            ex.task,
+            detected.name,
+            ex.model_requested,
+            serves=serves,
         )
         ex.rule_id = route.rule_id
         chain = snap.fallback_for(org.id, ex.feature)
@@ -286,7 +327,8 @@ class Proxy:
             ex.rule_id = route.rule_id
         targets = [Target(route.provider, route.model or "")]
         if chain is not None:
-            targets += [t for t in chain.targets if t != targets[0]]
+            # Fallbacks stay within the protocol family too.
+            targets += [t for t in chain.targets if t != targets[0] and serves(t.provider)]
         resp = await self._send(
             scope,
             endpoint,
@@ -325,7 +367,13 @@ class Proxy:
         connect error, a timeout or a `retry_on` status, before any byte has
         reached the client. Returns the response that will be served."""
         # Ask for streamed usage on the client's behalf; the tap strips it.
-        inject = meta is not None and meta.stream and not meta.include_usage
+        # (Responses and Messages streams always carry usage.)
+        inject = (
+            endpoint.protocol == protocols.CHAT
+            and meta is not None
+            and meta.stream
+            and not meta.include_usage
+        )
         client_headers = scope.headers.items()
         ex.upstream_start = time.perf_counter()
         for i, target in enumerate(targets):
@@ -357,6 +405,7 @@ class Proxy:
                     ex.body_up,
                     provider.auth_style,
                     inject,
+                    endpoint.protocol,
                 )
             except _core.UpstreamError as e:
                 self._health.record(provider.name, False, (time.perf_counter() - sent) * 1000.0)
@@ -401,10 +450,24 @@ class Proxy:
             while (chunk := await resp.next_chunk()) is not None:
                 ex.mark_first_byte()
                 await transport.send_bytes(chunk)
+            if ex.protocol != protocols.CHAT and resp.status < 400 and resp.is_sse and not resp.saw_done:
+                # Ended cleanly but without the protocol's terminal event.
+                raise _core.UpstreamProtocolError("the stream ended before its final event")
         except _core.UpstreamError as e:
-            # Bytes may already be with the client: no retry, the stream just ends.
+            # Bytes may already be with the client: no retry. The stream ends
+            # with the protocol's error event, where it has one, so the
+            # client sees an error rather than a short answer.
             ex.error_category, ex.error_source = "stream_interrupted", "network"
             log.warning("upstream %s stream broke after the first byte: %s", ex.provider, type(e).__name__)
+            event = protocols.stream_error_event(
+                ex.protocol, f"the stream from {ex.provider} broke before it was complete"
+            )
+            if event is not None:
+                try:
+                    await transport.send_bytes(event)
+                except Exception as we:
+                    client_gone = True
+                    log.debug("client write failed: %s", type(we).__name__)
         except Exception as e:
             # granian raises when writing to a client that has gone.
             client_gone = True
@@ -422,7 +485,7 @@ class Proxy:
         resp = ex.upstream
         if resp is not None and (ex.status < 400 or ex.error_category == "client_closed"):
             await self._count_tokens(ex)
-        cost = self._prices.cost(ex.model_actual, ex.prompt, ex.completion, ex.cached)
+        cost = self._prices.cost(ex.model_actual, ex.prompt, ex.completion, ex.cached, ex.cache_write)
         if ex.admission is not None:
             # A request that got no answer used no tokens.
             used = (ex.prompt or 0) + (ex.completion or 0)
@@ -451,17 +514,22 @@ class Proxy:
             cost_usd=cost,
             feature=ex.feature,
             task=ex.task,
+            cache_write_tokens=ex.cache_write,
+            reasoning_tokens=ex.reasoning,
         )
         self._writer.submit(record)
         self._metrics.observe(record, ex.upstream_ms)
 
     async def _count_tokens(self, ex: Exchange) -> None:
         resp = ex.upstream
-        if resp is None or ex.endpoint.endswith("/models"):
+        if resp is None or ex.endpoint.endswith("/models") or not ex.billable:
             return
         usage = resp.usage
         if usage is not None and usage[0] is not None:
             ex.prompt, ex.completion, ex.cached = usage[0], usage[1] or 0, usage[2]
+            extra = resp.usage_extra
+            if extra is not None:
+                ex.cache_write, ex.reasoning = extra
             ex.token_source = "provider"  # noqa: S105 - a label, not a secret
             return
         try:

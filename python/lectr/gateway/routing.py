@@ -39,15 +39,20 @@ def apply(
     provider: str,
     model: str | None,
     roll: Callable[[], float] = random.random,
+    serves: Callable[[str], bool] | None = None,
 ) -> Route:
     """The route for a request, given the org's enabled rules in priority
     order (as `control.compile_rules` keeps them). A rule with `split_percent` < 100 takes that
     share of its matches (by `roll()` in [0, 1)); the rest go on down the list.
-    Routing never fails a request: any error means passthrough."""
+    Routing never fails a request: any error means passthrough. With
+    `serves`, a rule whose target provider cannot answer the request's
+    protocol is passed over (a Messages request never goes to OpenAI)."""
     passthrough = Route(provider, model)
     try:
         for r in rules:
             if not _matches(r, feature, task, provider, model):
+                continue
+            if serves is not None and r.target_provider and not serves(r.target_provider):
                 continue
             if r.split_percent < 100 and roll() * 100 >= r.split_percent:
                 continue

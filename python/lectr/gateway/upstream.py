@@ -238,6 +238,11 @@ class Response:
         return self._reader.usage
 
     @property
+    def usage_extra(self) -> tuple[int, int] | None:
+        """(cache_write, reasoning) tokens of a Responses / Messages response."""
+        return self._reader.usage_extra
+
+    @property
     def saw_done(self) -> bool:
         return self._reader.saw_done
 
@@ -400,13 +405,15 @@ class Upstream:
         body: bytes,
         auth_style: str = "bearer",
         strip_usage: bool = False,
+        protocol: str = "chat",
     ) -> Response:
         """Send a request; returns once the head (SSE) or the whole body arrived.
 
         `headers` are the client's: hop-by-hop, `X-Lectr-*` and
         `accept-encoding` are dropped and `authorization` rewritten for
         `auth_style`. With `strip_usage`, usage the gateway asked for on the
-        client's behalf is removed from an SSE stream.
+        client's behalf is removed from an SSE stream. `protocol` (chat,
+        responses, messages) says how usage is read.
         """
         loop = self.loop()
         t = self._target(url)
@@ -417,7 +424,7 @@ class Upstream:
             if conn is None:
                 conn = await self._connect(t, loop)
             reader = _core.ResponseReader(
-                self.max_buffered_body, strip_usage, method == "HEAD", self.max_sse_event
+                self.max_buffered_body, strip_usage, method == "HEAD", self.max_sse_event, protocol
             )
             conn.reader = reader
             conn.error = None

@@ -78,6 +78,8 @@ _TYPES = {
     "prompt_tokens": "int4",
     "completion_tokens": "int4",
     "cached_tokens": "int4",
+    "cache_write_tokens": "int4",
+    "reasoning_tokens": "int4",
     "cost_usd": "float8",
 }
 _COPY_TYPES = [_TYPES.get(f, "text") for f in RECORD_FIELDS]  # a field not listed is text
