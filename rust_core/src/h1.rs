@@ -833,7 +833,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
             events.len()
         );
-        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT).with_protocol(Protocol::Messages);
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT)
+            .with_protocol(Protocol::Messages);
         r.push(head.as_bytes()).unwrap();
         for piece in events.as_bytes().chunks(7) {
             r.push(piece).unwrap();
@@ -852,8 +853,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
-        let mut r =
-            ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT).with_protocol(Protocol::Responses);
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT)
+            .with_protocol(Protocol::Responses);
         r.push(head.as_bytes()).unwrap();
         r.push(body).unwrap();
         assert!(r.body_complete());

@@ -18,7 +18,6 @@ from typing import Any
 import msgspec
 
 from lectr import _core
-from lectr.gateway import protocols
 from lectr.admin import AdminAPI
 from lectr.admin.routes import Context as AdminContext
 from lectr.capture.handover import WriterProcess
@@ -27,6 +26,7 @@ from lectr.control import ControlPlane, Snapshot
 from lectr.control.manage import Manager
 from lectr.control.policy.engine import Policy
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
+from lectr.gateway import protocols
 from lectr.gateway.breaker import Health
 from lectr.gateway.pricing import PriceTable
 from lectr.gateway.proxy import JSON_HEADERS, Endpoint, Proxy
