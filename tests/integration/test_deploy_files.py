@@ -109,7 +109,8 @@ def test_container_and_dev_stack_start_instances_the_same_way() -> None:
     runtime = stages(DOCKERFILE.read_text())[-1]
     entrypoint = [json.loads(arg) for ins, arg in runtime if ins == "ENTRYPOINT"][-1]
     cmd = [json.loads(arg) for ins, arg in runtime if ins == "CMD"][-1]
-    assert entrypoint == ["lectr"]
+    # tini as PID 1 forwards SIGTERM and reaps granian's workers; then `lectr`.
+    assert entrypoint == ["tini", "--", "lectr"]
     assert cmd == list(devstack.SERVE_ARGS)
     # Configuration only through LECTR_* variables: no flags on the command,
     # and the image sets nothing but where to listen and keep data.
