@@ -3,7 +3,7 @@
 - **fixed**: nginx answering every request with one fixed, valid
   `chat.completion` (with usage) — far cheaper than any gateway, so the
   gateway is what latency and throughput runs measure.
-- **stream**: the shared aiohttp mock (`benchmarks/mock_upstream.py`) with
+- **stream**: the shared aiohttp mock (`devtools/mock_provider.py`) with
   20 chunks × 5 ms and each chunk stamped with its send time, for streaming
   fidelity, where timing is the point and the mock's own cost is not.
 """
@@ -120,7 +120,7 @@ def start_stream(tmp: Path) -> Upstream:
     cmd = [
         sys.executable,
         "-m",
-        "benchmarks.mock_upstream",
+        "devtools.mock_provider",
         "--port",
         str(port),
         "--chunks",

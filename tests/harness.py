@@ -57,7 +57,7 @@ class Mock:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"mock-{self.port}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.mock_upstream", "--port", str(self.port)],
+            [sys.executable, "-m", "devtools.mock_provider", "--port", str(self.port)],
             cwd=ROOT,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
