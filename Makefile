@@ -20,7 +20,7 @@ run: install
 ## The deploy/compose.yaml topology without containers: PostgreSQL, Redis, two
 ## gateways behind nginx, Prometheus, on free ports; prints the URLs, Ctrl-C stops.
 stack: install
-	$(BIN)/lectr dev-stack
+	$(BIN)/python -m devtools.stack
 
 install: $(BIN)/python
 	$(BIN)/pip install -q .

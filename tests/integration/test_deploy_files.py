@@ -2,8 +2,8 @@
 
 hadolint on the Dockerfile, a strict Compose Specification parse of
 compose.yaml, nginx -t and promtool on the configs both set-ups share, every
-referenced path present, and the container and `lectr dev-stack` starting
-instances the same way.
+referenced path present, and the container and the dev stack (`make stack`)
+starting instances the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 import yaml
 from compose_spec import ComposeSpecification, PyCompose
 
-from lectr import devstack
+from devtools import stack as devstack
 from lectr.config import Settings
 from tests.harness import ROOT
 

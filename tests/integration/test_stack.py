@@ -1,6 +1,6 @@
 """The scale-out stack end to end without containers, driven through nginx with the `openai` SDK.
 
-`DevStack` (what `lectr dev-stack` and `make stack` run) brings up PostgreSQL,
+`DevStack` (what `make stack` runs) brings up PostgreSQL,
 Redis, two gateway instances, nginx and Prometheus. Checked: records from both
 instances in PostgreSQL, one shared rate limit, rule changes applied by both
 within 1 s, Prometheus scraping both, and SIGTERM to one instance mid-load
@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lectr.devstack import DevStack
+from devtools.stack import DevStack
 from tests.harness import Mock
 
 TOKEN = "stack-admin-token"

@@ -1,4 +1,6 @@
-"""`lectr dev-stack`: the compose stack (PostgreSQL, Redis, gateways, nginx, Prometheus) on local binaries.
+"""`make stack`: the compose stack (PostgreSQL, Redis, gateways, nginx, Prometheus) on local binaries.
+
+Run from a checkout: `python -m devtools.stack [--instances N] [--port P]`.
 
 One start-up path with the container image: every instance is `lectr serve`
 (the image's ENTRYPOINT + CMD) configured only through `LECTR_*` variables,
@@ -67,7 +69,7 @@ def find_deploy_dir(explicit: Path | None = None) -> Path:
     """The repository's `deploy/` folder: `explicit`, else `./deploy`, else the
     one beside the source tree this module was loaded from."""
     candidates = (
-        [explicit] if explicit else [Path.cwd() / "deploy", Path(__file__).resolve().parents[2] / "deploy"]
+        [explicit] if explicit else [Path.cwd() / "deploy", Path(__file__).resolve().parents[1] / "deploy"]
     )
     for c in candidates:
         if (c / NGINX_TEMPLATE).is_file() and (c / PROMETHEUS_CONFIG).is_file():
@@ -151,7 +153,7 @@ def ensure(what: str, package: str, find: Callable[[], Path | None]) -> Path:
     if found is not None:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"lectr dev-stack: installing {package} (apt-get) for {what}", file=sys.stderr, flush=True)
+        print(f"devtools.stack: installing {package} (apt-get) for {what}", file=sys.stderr, flush=True)
         _apt_install(package)
         found = find()
         if found is not None:
@@ -407,7 +409,7 @@ class DevStack:
             home = self._pg_temp
             if self.keep:
                 print(
-                    f"lectr dev-stack: the postgres user cannot reach {self.base}; "
+                    f"devtools.stack: the postgres user cannot reach {self.base}; "
                     f"PostgreSQL data goes to {home} and is deleted at exit",
                     file=sys.stderr,
                     flush=True,
@@ -609,22 +611,24 @@ def _tail(log: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `lectr dev-stack` and its options."""
-    p = sub.add_parser(
-        "dev-stack",
-        help="run PostgreSQL, Redis, gateways behind nginx and Prometheus locally; Ctrl-C stops all",
+def parser() -> argparse.ArgumentParser:
+    """`python -m devtools.stack` and its options."""
+    p = argparse.ArgumentParser(
+        prog="python -m devtools.stack",
         description="Run the compose stack from local binaries on free ports of 127.0.0.1; Ctrl-C stops it.",
     )
+    p.add_argument("--config", help="TOML config file for the gateways (else LECTR_CONFIG)")
     p.add_argument("--instances", type=int, default=2, help="gateway instances (default 2)")
     p.add_argument("--port", type=int, default=0, help="load balancer port (default: a free one)")
     p.add_argument("--dir", help="working directory, kept and reused (default: a temporary one, deleted)")
     p.add_argument("--scrape-interval", help="Prometheus scrape interval (default: the file's, 15s)")
     p.add_argument("--deploy-dir", help="the repository's deploy/ folder (default: ./deploy)")
+    return p
 
 
-def main(args: argparse.Namespace) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the stack until Ctrl-C or SIGTERM, or until a service dies."""
+    args = parser().parse_args(argv)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -643,12 +647,12 @@ def main(args: argparse.Namespace) -> None:
             deploy_dir=Path(args.deploy_dir) if args.deploy_dir else None,
         )
     except DevStackError as e:
-        sys.exit(f"lectr dev-stack: {e}")
+        sys.exit(f"devtools.stack: {e}")
     failed: str | None = None
     try:
-        print(f"lectr dev-stack: starting in {stack.base}", flush=True)
+        print(f"devtools.stack: starting in {stack.base}", flush=True)
         stack.start()
-        print(f"lectr dev-stack: {args.instances} gateway instance(s) behind nginx\n{stack.describe()}")
+        print(f"devtools.stack: {args.instances} gateway instance(s) behind nginx\n{stack.describe()}")
         print(
             f"Create an org: LECTR_DATABASE_URL={stack.database_url} lectr orgs create NAME\n"
             "Ctrl-C stops everything.",
@@ -668,8 +672,12 @@ def main(args: argparse.Namespace) -> None:
         # A second Ctrl-C must not cut the orderly stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("lectr dev-stack: stopping", flush=True)
+        print("devtools.stack: stopping", flush=True)
         # After a failure the logs stay for reading.
         stack.stop(keep=True if failed else None)
     if failed:
-        sys.exit(f"lectr dev-stack: {failed}")
+        sys.exit(f"devtools.stack: {failed}")
+
+
+if __name__ == "__main__":
+    main()
