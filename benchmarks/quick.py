@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.harness import Gateway, Mock
+from devtools.harness import Gateway, Mock
 
 LUA = """
 wrk.method = "POST"

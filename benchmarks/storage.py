@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from devtools.harness import Gateway, Mock
 from lectr.capture.writer import RecordWriter
 from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
 from lectr.types import LogFilter, Record
-from tests.harness import Gateway, Mock
 from tests.pg import Postgres
 
 

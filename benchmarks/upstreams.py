@@ -19,7 +19,8 @@ from pathlib import Path
 import msgspec
 
 from benchmarks import env, procs
-from tests.harness import free_port, wait_http
+from devtools.harness import wait_http
+from devtools.ports import free_port
 
 FIXED_BODY = msgspec.json.encode(
     {

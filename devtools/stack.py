@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from devtools.ports import free_port
 from lectr.healthcheck import probe
 
 NGINX_TEMPLATE = Path("nginx/lectr.conf.template")
@@ -56,13 +57,6 @@ PRIVATE_ENV = ("PROMETHEUS_MULTIPROC_DIR", "LECTR__SETTINGS_JSON")
 
 class DevStackError(RuntimeError):
     """The stack could not start; the message says which service and why."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_deploy_dir(explicit: Path | None = None) -> Path:

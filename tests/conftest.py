@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Gateway, Mock
+from devtools.harness import Gateway, Mock
 from tests.pg import Postgres
 from tests.redis_server import RedisServer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.harness import free_port
+from devtools.ports import free_port
 
 
 def _bindir() -> Path:

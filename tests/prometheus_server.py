@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from tests.harness import free_port, stop, wait_http
+from devtools.harness import stop, wait_http
+from devtools.ports import free_port
 
 BINARY = "/usr/bin/prometheus"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.harness import free_port
+from devtools.ports import free_port
 
 
 def _binary() -> str:

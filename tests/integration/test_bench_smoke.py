@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.report import PLOTS
-from tests.harness import ROOT
+from devtools.harness import ROOT
 
 TARGETS = ("direct", "nginx", "lectr", "lectr-pg", "litellm")
 VARIANTS = ("lectr-0-rules", "lectr-100-rules", "lectr-redis-limit")

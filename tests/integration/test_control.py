@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Mock, free_port, running
+from devtools.harness import Gateway, Mock, running
+from devtools.ports import free_port
 from tests.integration.test_proxy import CHAT, error_of, headers, post, tag
 from tests.pg import Postgres
 

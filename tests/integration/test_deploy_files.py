@@ -25,8 +25,8 @@ import yaml
 from compose_spec import ComposeSpecification, PyCompose
 
 from devtools import stack as devstack
+from devtools.harness import ROOT
 from lectr.config import Settings
-from tests.harness import ROOT
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"

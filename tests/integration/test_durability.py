@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
 from tests.integration.test_proxy import CHAT, headers
 from tests.pg import Postgres
 

@@ -20,8 +20,9 @@ import yaml
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.harness import Gateway, Mock
+from devtools.ports import free_port
 from grafana import generate
-from tests.harness import Gateway, Mock, free_port
 from tests.prometheus_server import Prometheus
 
 PROVIDER_KEY = "sk-test-provider-key-0123456789"

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Mock, free_port, running
+from devtools.harness import Gateway, Mock, running
+from devtools.ports import free_port
 from tests.integration.test_proxy import CHAT, PROVIDER_KEY, error_of
 from tests.redis_server import RedisServer
 

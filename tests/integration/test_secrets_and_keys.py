@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
 from tests.integration.test_proxy import CHAT, error_of, post
 
 

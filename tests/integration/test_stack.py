@@ -22,8 +22,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.harness import Mock
 from devtools.stack import DevStack
-from tests.harness import Mock
 
 TOKEN = "stack-admin-token"
 PROVIDER_KEY = "sk-test-provider-key-0123456789"

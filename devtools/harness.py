@@ -1,10 +1,9 @@
-"""Real processes on free ports for the tests: the mock provider and the
+"""Real processes on free ports for the tests and benchmarks: the mock provider and the
 gateway (`lectr serve`), each started as a user would and polled until ready."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ from typing import Any
 
 import httpx
 
+from devtools.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 LECTR = [sys.executable, "-m", "lectr"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
@@ -99,7 +94,7 @@ class Gateway:
 
     def cli(self, *args: str) -> str:
         r = subprocess.run(
-            [*LECTR, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+            [*LECTR, *args], check=False, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         if r.returncode != 0:
             raise RuntimeError(f"lectr {' '.join(args)} failed: {r.stderr}")
