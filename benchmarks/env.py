@@ -5,7 +5,7 @@ the versions.
 Installs: `wrk` and `nginx` from Debian (apt-get), LiteLLM from PyPI into its
 own virtualenv under `~/.cache/lectr/` (its dependency tree conflicts with
 ours; the first install takes about 1.5 minutes, later runs reuse it).
-PostgreSQL and redis-server come through `tests.pg` / `tests.redis_server`.
+PostgreSQL and redis-server come through `devtools.services`.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import httpx
 import psycopg
 
 from devtools.harness import Gateway, Mock
+from devtools.services import Postgres
 from lectr.capture.writer import RecordWriter
 from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
 from lectr.types import LogFilter, Record
-from tests.pg import Postgres
 
 
 def synthetic(n: int, org: str) -> list[Record]:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from devtools.harness import Gateway, Mock
-from tests.pg import Postgres
-from tests.redis_server import RedisServer
+from devtools.services import Postgres, RedisServer
 
 
 @pytest.fixture(scope="session")

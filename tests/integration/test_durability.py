@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from devtools.harness import Gateway, Mock, running
+from devtools.services import Postgres
 from tests.integration.test_proxy import CHAT, headers
-from tests.pg import Postgres
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import pytest
 
 from devtools.harness import Gateway, Mock, running
 from devtools.ports import free_port
+from devtools.services import Postgres
 from lectr.gateway.pricing import PriceTable
 from lectr.gateway.upstream import Upstream
 from lectr.insights.anomalies import GRACE, WINDOW, Detector, webhook
@@ -38,7 +39,6 @@ from lectr.types import LogFilter, Record
 from tests.integration.test_admin import TOKEN, api
 from tests.integration.test_proxy import CHAT, error_of, post
 from tests.integration.test_store import backend, store  # noqa: F401 - fixtures
-from tests.pg import Postgres
 
 PRICES = PriceTable.load()
 

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.harness import Gateway, Mock
 from devtools.ports import free_port
+from devtools.services import Prometheus
 from grafana import generate
-from tests.prometheus_server import Prometheus
 
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
 # Grafana's variables as the test evaluates them: "All" for every template

@@ -20,8 +20,8 @@ import pytest
 
 from devtools.harness import Gateway, Mock, running
 from devtools.ports import free_port
+from devtools.services import RedisServer
 from tests.integration.test_proxy import CHAT, PROVIDER_KEY, error_of
-from tests.redis_server import RedisServer
 
 TOKEN = "policy-admin-token"
 
