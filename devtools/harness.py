@@ -15,23 +15,15 @@ from typing import Any
 import httpx
 
 from devtools.ports import free_port
+from devtools.process import http_ok, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 LECTR = [sys.executable, "-m", "lectr"]
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} not ready after {timeout}s:\n{log.read_text()}")
+    """Wait until `url` answers below 500; ServiceError if `proc` exits or time runs out."""
+    wait_ready(url, proc, log, http_ok(url), timeout)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
