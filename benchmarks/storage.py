@@ -206,7 +206,7 @@ def export_rss(url: str, org_rows: int) -> tuple[int, int, int, float]:
     stop.set()
     t.join()
     gw.stop()
-    mock.proc.terminate()
+    mock.stop()
     assert lines - 1 == n, (lines, n)
     return n, before, max(samples), elapsed
 

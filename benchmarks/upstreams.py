@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import msgspec
 from benchmarks import env, procs
 from devtools.harness import wait_http
 from devtools.ports import free_port
+from devtools.services import Nginx, nginx_config
 
 FIXED_BODY = msgspec.json.encode(
     {
@@ -48,41 +48,12 @@ STREAM_INTERVAL_MS = 5
 NGINX_KEEPALIVE = "keepalive_requests 100000000; keepalive_timeout 300s;"
 
 
-def nginx_conf(prefix: Path, body: str) -> Path:
-    """A complete nginx.conf for one foreground nginx with one worker."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (prefix / d).mkdir(exist_ok=True)
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""{user}
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    client_body_buffer_size 1m;
-    {NGINX_KEEPALIVE}
-{body}
-}}
-"""
-    )
-    return conf
-
-
 def start_nginx(prefix: Path, body: str, health_url: str) -> subprocess.Popen[bytes]:
-    conf = nginx_conf(prefix, body)
-    proc = procs.spawn([env.nginx(), "-p", str(prefix), "-c", str(conf)], prefix / "stdout.log")
-    wait_http(health_url, proc, prefix / "error.log")  # type: ignore[arg-type]
-    return proc
+    """One foreground nginx with one worker serving `body` (server blocks)."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    http = f"    client_body_buffer_size 1m;\n    {NGINX_KEEPALIVE}\n{body}"
+    conf = nginx_config(prefix, http, access_log=False, worker_connections=4096)
+    return Nginx(prefix, conf, health_url).service.proc
 
 
 @dataclass

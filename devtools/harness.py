@@ -51,6 +51,9 @@ class Mock:
         )
         wait_http(f"{self.url}/_mock/stats", self.proc, self.log)
 
+    def stop(self) -> None:
+        stop(self.proc)
+
     def requests(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = httpx.get(f"{self.url}/_mock/requests").json()
         return out

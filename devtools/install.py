@@ -11,13 +11,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from devtools.process import ServiceError
+
 # Packages apt-get was already asked for in this process: a second attempt
 # would only repeat a slow failure.
 _attempted: set[str] = set()
 _lock = threading.Lock()
 
 
-class MissingProgram(RuntimeError):
+class MissingProgram(ServiceError):
     """A program is not installed and could not be installed; the message says what to do."""
 
 

@@ -64,7 +64,13 @@ class Service:
     expected_exit: bool = field(default=False)
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float = 30.0) -> None:
-        wait_ready(self.name, self.proc, self.log, ready, timeout)
+        """Poll `ready()`; a service that never gets there is killed, not left behind."""
+        try:
+            wait_ready(self.name, self.proc, self.log, ready, timeout)
+        except BaseException:
+            self.kill()
+            self.proc.wait()
+            raise
 
     def signal(self) -> None:
         """Send its stop signal without waiting. A graceful signal goes to the

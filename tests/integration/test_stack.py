@@ -25,6 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.harness import Mock
 from devtools.stack import DevStack
 
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.prometheus,
+    pytest.mark.nginx,
+]
+
 TOKEN = "stack-admin-token"
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
@@ -35,8 +43,7 @@ def stack_mock(tmp_root: Path) -> Iterator[Mock]:
     # Its own mock provider, so nothing else's traffic shares its request log.
     m = Mock(tmp_root)
     yield m
-    m.proc.terminate()
-    m.proc.wait(timeout=10)
+    m.stop()
 
 
 @pytest.fixture(scope="module")
