@@ -265,6 +265,7 @@ def test_grafana_mounts_match_the_provisioning(compose: dict[str, Any]) -> None:
 # -- the configs compose and the dev stack share --------------------------------
 
 
+@pytest.mark.nginx
 def test_nginx_template_renders_like_the_image_and_passes_nginx_t(tmp_path: Path) -> None:
     template = (DEPLOY / devstack.NGINX_TEMPLATE).read_text()
     # Only the two LECTR_LB_ variables are meant for envsubst; anything else
@@ -302,6 +303,7 @@ def test_nginx_template_renders_like_the_image_and_passes_nginx_t(tmp_path: Path
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.prometheus
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = devstack.ensure("promtool", "prometheus", lambda: _path(shutil.which("promtool")))
     shutil.copytree(DEPLOY / "prometheus", tmp_path, dirs_exist_ok=True)

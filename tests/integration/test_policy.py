@@ -269,6 +269,7 @@ def test_budget_fallback_serves_the_cheaper_model(budget_gw: Gateway, mock: Mock
     assert budget["spent_usd"] == pytest.approx(sum(r["cost_usd"] for r in everything))
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_redis_dying_fails_open_or_closed_without_hanging(
     tmp_root: Path, mock: Mock, fail_open: bool
