@@ -54,6 +54,12 @@ class Mock:
     def stop(self) -> None:
         stop(self.proc)
 
+    def __enter__(self) -> Mock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def requests(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = httpx.get(f"{self.url}/_mock/requests").json()
         return out

@@ -35,9 +35,8 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mock(tmp_root: Path) -> Iterator[Mock]:
-    m = Mock(tmp_root)
-    yield m
-    m.stop()
+    with Mock(tmp_root) as m:
+        yield m
 
 
 @pytest.fixture(scope="session")

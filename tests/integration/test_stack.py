@@ -41,9 +41,8 @@ MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 @pytest.fixture(scope="module")
 def stack_mock(tmp_root: Path) -> Iterator[Mock]:
     # Its own mock provider, so nothing else's traffic shares its request log.
-    m = Mock(tmp_root)
-    yield m
-    m.stop()
+    with Mock(tmp_root) as m:
+        yield m
 
 
 @pytest.fixture(scope="module")
