@@ -14,8 +14,10 @@ unchanged (optionally with a shorter scrape interval) next to a
 Services run on free ports of 127.0.0.1, each in its own session so a Ctrl-C
 in the terminal reaches only this process, which then stops them in order:
 nginx (graceful), the gateways (SIGTERM drains in-flight requests and
-records), Prometheus, Redis, PostgreSQL. Missing binaries are installed from
-Debian's packages when running as root with apt-get, else named in the error.
+records), Prometheus, Redis, PostgreSQL. The servers themselves start
+through `devtools.services`, which installs missing binaries from Debian's
+packages (apt-get as root or through passwordless sudo), else names them in
+the error.
 """
 
 from __future__ import annotations
