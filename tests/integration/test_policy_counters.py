@@ -183,7 +183,9 @@ async def test_a_cancelled_caller_stays_cancelled(own_redis: RedisServer, counte
 async def test_a_burst_is_counted_exactly_and_leaves_few_connections(
     redis_server: RedisServer,
 ) -> None:
-    c = RedisCounters(redis_server.url, 0.5)
+    # Exact counts and connection reuse are under test, not the deadline: a
+    # loaded machine must not turn 50 concurrent scripts into timeouts.
+    c = RedisCounters(redis_server.url, 10.0)
     key = f"burst:{time.time_ns()}:req"
     try:
         verdicts = await asyncio.gather(*(c.admit([Check("req", key, 10)], f"m{i}", NOW) for i in range(50)))
