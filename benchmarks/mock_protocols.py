@@ -57,12 +57,12 @@ def is_messages(path: str) -> bool:
     return path.endswith("/messages") or path.endswith("/messages/count_tokens")
 
 
+# Replaced by `@<time.monotonic_ns()>` as each event is sent (x-mock-stamp).
+STAMP = "@STAMP"
+
+
 def _words(n: int, stamp: bool) -> list[str]:
-    out = []
-    for i in range(n):
-        w = WORDS[i % len(WORDS)]
-        out.append(f"{w}@{time.monotonic_ns()}" if stamp else w)
-    return out
+    return [WORDS[i % len(WORDS)] + (STAMP if stamp else "") for i in range(n)]
 
 
 async def _stream(
@@ -89,7 +89,10 @@ async def _stream(
                 if interval:
                     await asyncio.sleep(interval)
                 continue
-            await resp.write(_sse(*ev))
+            data = _sse(*ev)
+            if b"@STAMP" in data:  # the benchmarks time each event's transit with it
+                data = data.replace(b"@STAMP", f"@{time.monotonic_ns()}".encode())
+            await resp.write(data)
         await resp.write_eof()
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
         stats["client_gone"] += 1
