@@ -6,6 +6,7 @@ equal the mock's usage x price for every token class."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anthropic
@@ -150,6 +151,35 @@ def test_stored_responses_pass_through(gateway: Gateway, mock: Mock, key: str) -
     assert all(r["prompt_tokens"] is None and r["cost_usd"] is None for r in rows)
     r = httpx.get(gateway.url + "/v1/responses/..%2Fetc", headers={"X-Lectr-Key": key})
     assert r.status_code == 404
+
+
+def test_responses_on_azure_use_the_v1_path(gateway: Gateway, mock: Mock) -> None:
+    key = gateway.create_org("azure-responses")
+    gateway.cli(
+        "orgs", "azure", "azure-responses", "--endpoint", f"{mock.url}/", "--api-version", "2024-10-21"
+    )
+    f = tag()
+    client = oa(
+        gateway.url + "/v1", **{"X-Lectr-Key": key, "X-Lectr-Provider": "azure", "X-Lectr-Feature": f}
+    )
+    deadline = time.monotonic() + 10
+    while True:  # the new org reaches the gateway with the next control snapshot
+        try:
+            out = client.responses.create(model="my-deployment", input=INPUT)  # type: ignore[arg-type]
+            break
+        except openai.AuthenticationError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    assert out.output_text == "Hello from the mock provider"
+    req = mock.requests()[-1]
+    assert (req["path"], req["query"]) == ("/openai/v1/responses", "")
+    h = mock_headers(req)
+    assert h["api-key"] == PROVIDER_KEY and "authorization" not in h
+    rec = one_record(gateway, f)
+    assert (rec["provider"], rec["endpoint"], rec["status_code"]) == ("azure", "/v1/responses", 200)
+    assert rec["prompt_tokens"] == out.usage.input_tokens  # type: ignore[union-attr]
+    assert rec["cost_usd"] is None  # a deployment name is not a priced model: unpriced, never 0
 
 
 def test_responses_unsupported_provider_is_a_clear_400(gateway: Gateway, mock: Mock, key: str) -> None:
