@@ -367,3 +367,33 @@ def test_messages_stream_cut_midway_raises_in_the_sdk(gateway: Gateway, mock: Mo
     assert rec["error_category"] == "stream_interrupted"
     # Usage seen before the break is kept (input known from message_start).
     assert rec["prompt_tokens"] is not None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_is_estimated_when_the_provider_reports_none(
+    gateway: Gateway, mock: Mock, key: str, stream: bool
+) -> None:
+    h = {"x-mock-no-usage": "1"}
+    _, via_oa, f1 = responses_clients(gateway, mock, key, **h)
+    if stream:
+        for _ in via_oa.responses.create(model="gpt-4o", input=INPUT, stream=True):  # type: ignore[arg-type]
+            pass
+    else:
+        via_oa.responses.create(model="gpt-4o", input=INPUT)  # type: ignore[arg-type]
+    _, via_an, f2 = messages_clients(gateway, mock, key, **h)
+    if stream:
+        # (The anthropic SDK's stream helper needs the usage that real streams
+        # always carry, so this one is read raw.)
+        body = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MSG, "stream": True}
+        raw = raw_stream(
+            gateway.url + "/v1/messages", body, **{"X-Lectr-Key": key, "X-Lectr-Feature": f2, **h}
+        )
+        assert raw.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    else:
+        via_an.messages.create(model="claude-sonnet-4", max_tokens=8, messages=MSG)  # type: ignore[arg-type]
+    for f in (f1, f2):
+        rec = one_record(gateway, f)
+        assert rec["token_source"] == "estimated", rec
+        # "hello there" and the mock's five words: never a silent zero.
+        assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] == 5, rec
+        assert rec["cost_usd"] > 0
