@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from lectr.store import Store
+from lectr.capture.writer import RecordWriter
+from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
 from lectr.types import LogFilter, Record
-from lectr.writer import RecordWriter
 from tests.harness import Gateway, Mock
 from tests.pg import Postgres
 

@@ -76,10 +76,34 @@ class Mock:
         return out
 
 
+class Hostile:
+    """The hostile provider (tests/hostile_provider.py) in a subprocess."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"hostile-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.hostile_provider", "--port", str(self.port)],
+            cwd=ROOT,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"{self.url}/_hostile/stats", self.proc, self.log)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = httpx.get(f"{self.url}/_hostile/stats").json()
+        return out
+
+    def received(self, request_id: str) -> int:
+        """Requests that arrived with `x-hostile-id: request_id`."""
+        return int(self.stats()["requests"].get(request_id, 0))
+
+
 class Gateway:
     """`lectr serve` in a subprocess with its own data dir, pointed at the mock."""
 
-    def __init__(self, tmp: Path, mock: Mock, **env: str) -> None:
+    def __init__(self, tmp: Path, mock: Mock | Hostile, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp / f"data-{self.port}"
@@ -123,6 +147,30 @@ class Gateway:
         if self.proc is not None:
             stop(self.proc)
 
+    def worker_pids(self) -> list[int]:
+        """The granian worker processes (children of `lectr serve`)."""
+        assert self.proc is not None
+        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [int(k) for k in kids if b"writer_process" not in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+    def worker_rss(self) -> int:
+        """Resident memory of the workers, bytes (VmRSS from /proc)."""
+        total = 0
+        for pid in self.worker_pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
+    def wait_rss_below(self, limit: int, timeout: float = 10.0) -> int:
+        """Poll until the workers' RSS is at most `limit`; returns the last reading."""
+        deadline = time.monotonic() + timeout
+        rss = self.worker_rss()
+        while rss > limit and time.monotonic() < deadline:
+            time.sleep(0.1)
+            rss = self.worker_rss()
+        return rss
+
     def records(self, timeout: float = 5.0, expect: int = 1, **where: Any) -> list[dict[str, Any]]:
         """Rows of the request log matching `where`, waiting for `expect` of them."""
         import sqlite3
@@ -147,7 +195,7 @@ class Gateway:
 
 
 @contextmanager
-def running(tmp: Path, mock: Mock, **env: str) -> Iterator[Gateway]:
+def running(tmp: Path, mock: Mock | Hostile, **env: str) -> Iterator[Gateway]:
     gw = Gateway(tmp, mock, **env)
     try:
         yield gw

@@ -21,6 +21,9 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     """The provider connection broke or returned an invalid response."""
 
+class UpstreamBadResponse(UpstreamProtocolError):
+    """The provider's response is malformed (status, head, framing or an SSE event too large)."""
+
 class RequestMeta:
     """The parsed top level of a request body."""
 
@@ -56,6 +59,7 @@ class ResponseReader:
         max_buffered: int = 64 << 20,
         strip_usage: bool = False,
         head_request: bool = False,
+        max_event: int = 4 << 20,
         protocol: str = "chat",
     ) -> None:
         """`protocol`: "chat", "responses" (OpenAI) or "messages" (Anthropic)."""
@@ -71,6 +75,9 @@ class ResponseReader:
     def pending(self) -> int: ...
     @property
     def received(self) -> int: ...
+    @property
+    def declared_length(self) -> int | None:
+        """The body length the provider declared in content-length, None if chunked or until-close."""
     @property
     def status(self) -> int: ...
     @property

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::request::raw_some;
 use crate::sse::{Framer, Segment, data_lines};
+use crate::usage::MAX_TOKENS;
 
 /// The wire protocol of a proxied endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +55,21 @@ pub struct Tokens {
     pub cache_write: u64,
     /// Output tokens spent on reasoning.
     pub reasoning: u64,
+}
+
+impl Tokens {
+    /// These tokens if every figure is within [`MAX_TOKENS`] (as for chat
+    /// usage), else `None`: the caller estimates instead.
+    pub fn sane(self) -> Option<Tokens> {
+        let figures = [
+            self.prompt.unwrap_or(0),
+            self.completion.unwrap_or(0),
+            self.cached,
+            self.cache_write,
+            self.reasoning,
+        ];
+        figures.iter().all(|v| *v <= MAX_TOKENS).then_some(self)
+    }
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -166,11 +182,13 @@ pub fn body_tokens(protocol: Protocol, body: &[u8]) -> Option<Tokens> {
         Protocol::Responses => serde_json::from_slice::<WithResponsesUsage>(body)
             .ok()?
             .usage
-            .map(ResponsesUsage::tokens),
+            .map(ResponsesUsage::tokens)
+            .and_then(Tokens::sane),
         Protocol::Messages => serde_json::from_slice::<WithMessagesUsage>(body)
             .ok()?
             .usage
-            .map(MessagesUsage::tokens),
+            .map(MessagesUsage::tokens)
+            .and_then(Tokens::sane),
     }
 }
 
@@ -257,6 +275,11 @@ impl EventTap {
         }
     }
 
+    /// Bytes held back because their event is not complete yet.
+    pub fn pending_len(&self) -> usize {
+        self.framer.pending().len()
+    }
+
     /// The retained generated text (see `retained`).
     pub fn retained(&self) -> &[u8] {
         &self.retained
@@ -303,7 +326,7 @@ impl EventTap {
             self.saw_end = true;
         }
         if let Some(u) = ev.response.and_then(|r| r.usage) {
-            self.usage = Some(u.tokens());
+            self.usage = u.tokens().sane();
         }
         if kind.ends_with(".delta") {
             if let Some(Ok(text)) = ev.delta.map(|d| serde_json::from_str::<String>(d.get())) {
@@ -326,7 +349,7 @@ impl EventTap {
         {
             let merged = self.messages_usage.get_or_insert_default();
             merged.merge(u);
-            self.usage = Some(merged.tokens());
+            self.usage = merged.tokens().sane();
         }
         if kind == "content_block_delta" {
             if let Some(Ok(d)) = ev.delta.map(|d| serde_json::from_str::<TextDelta>(d.get())) {
@@ -457,6 +480,14 @@ data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_inp
         assert_eq!(body_tokens(Protocol::Messages, b"not json"), None);
         assert_eq!(body_tokens(Protocol::Responses, br#"{"usage":null}"#), None);
         assert_eq!(body_tokens(Protocol::Chat, m), None);
+    }
+
+    #[test]
+    fn absurd_figures_are_not_trusted() {
+        let m = br#"{"usage":{"input_tokens":100000001,"output_tokens":1}}"#;
+        assert_eq!(body_tokens(Protocol::Messages, m), None);
+        let src = b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":200000000}}}\n\n";
+        assert_eq!(run(Protocol::Messages, &[src]).usage, None);
     }
 
     #[test]

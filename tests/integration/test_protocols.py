@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from lectr.pricing import PriceTable
+from lectr.gateway.pricing import PriceTable
 from tests.harness import Gateway, Mock
 from tests.integration.test_proxy import PROVIDER_KEY, mock_headers, tag
 

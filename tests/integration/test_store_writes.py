@@ -13,9 +13,9 @@ import msgspec
 import psycopg
 import pytest
 
-from lectr.store import Store
-from lectr.store.insights import SUM_COLS, rollup_rows
+from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
+from lectr.store.rollups import SUM_COLS, rollup_rows
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import RECORD_FIELDS, LogFilter, Record
 from tests.integration.test_store import backend, rec, store  # noqa: F401 - fixtures

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lectr import routing
 from lectr.control import compile_rules
-from lectr.health import Health
+from lectr.gateway import routing
+from lectr.gateway.breaker import Health
 from lectr.types import Rule
 
 

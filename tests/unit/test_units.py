@@ -9,9 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from lectr import _core, errors, protocols, providers
+from lectr import _core, errors
 from lectr.config import ConfigError, load, masked
-from lectr.pricing import PriceTable
+from lectr.gateway import protocols, providers
+from lectr.gateway.pricing import PriceTable
 from lectr.types import OrgEntry
 
 
@@ -198,7 +199,7 @@ def test_csv_rows_quote_and_neutralise() -> None:
     import csv
     import io
 
-    from lectr import export
+    from lectr.observe import export
     from lectr.types import Record
 
     r = Record(
@@ -223,7 +224,7 @@ def test_csv_rows_quote_and_neutralise() -> None:
 
 
 def test_record_ids_are_time_ordered_and_unique() -> None:
-    from lectr.proxy import record_id
+    from lectr.gateway.proxy import record_id
 
     ids = [record_id(1_700_000_000.0 + i / 1000) for i in range(2000)]
     assert len(set(ids)) == len(ids)

@@ -57,8 +57,7 @@ import logging
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,183 +70,39 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 
+from lectr.observe.batch import Shape, ShapeKey, add_observations, check_histograms, merge
+from lectr.observe.exposition import MULTIPROC_ENV, Exposition, multiprocess_dir
+from lectr.observe.labels import (
+    AUTH_CODES,
+    BUDGET_STATES,
+    LATENCY_BUCKETS,
+    LATENCY_STATES,
+    NONE,
+    OTHER,
+    OVERHEAD_BUCKETS,
+    REJECTIONS,
+    TASKS,
+    UNTAGGED,
+    WRITER_OUTCOMES,
+    LabelCap,
+    outcome,
+    status_class,
+)
 from lectr.types import Record
 
 log = logging.getLogger("lectr.metrics")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # `_created` series double the series count and nothing here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-UNTAGGED = "untagged"
-OTHER = "other"
-NONE = "none"
-TASKS = frozenset({"classification", "summarisation", "extraction", "generation", "reasoning"})
-# error_category values that are policy rejections (429s produced by the gateway).
-REJECTIONS = ("rate_limit_exceeded", "budget_exceeded", "concurrent_streams_exceeded")
-AUTH_CODES = ("missing_lectr_key", "invalid_lectr_key", "org_disabled")
-BUDGET_STATES = ("ok", "soft_exceeded", "hard_exceeded")
-LATENCY_STATES = ("within", "over", "no_data")
-WRITER_OUTCOMES = ("queued", "written", "retried", "spilled", "replayed", "dropped")
-UPSTREAM_OUTCOMES = (
-    "success",
-    "client_error",
-    "rate_limited",
-    "server_error",
-    "network_error",
-    "cancelled",
-)
-TOKEN_KINDS = ("prompt", "completion", "cached")
-
-# Seconds. Requests and first bytes span milliseconds (cached embeddings) to
-# minutes (long generations; first_byte_timeout defaults to 120 s).
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-# The gateway's own share should sit well under a millisecond.
-OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db$")
 
 # How a record's cost is accounted: priced (cost_usd_total), unpriced (usage
 # known, no price: unpriced_requests_total) or neither (no usage).
 _PRICED, _UNPRICED, _NO_USAGE = 1, 2, 0
-
-
-class LabelCap:
-    """Admits the first `cap` distinct values of a label; later ones read `other`.
-
-    Per process: with several workers each admits its own first `cap`, so a
-    value can be `other` in one worker and itself in another, and the
-    instance exports at most workers x cap values.
-    """
-
-    __slots__ = ("_always", "_cap", "_seen")
-
-    def __init__(self, cap: int, always: Iterable[str] = ()) -> None:
-        self._cap = cap
-        self._always = frozenset(always)
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen or value in self._always:
-            return value
-        if len(self._seen) < self._cap:
-            self._seen.add(value)
-            return value
-        return OTHER
-
-
-def status_class(status: int) -> str:
-    return f"{status // 100}xx"
-
-
-def upstream_outcome(record: Record) -> str:
-    """How the provider call went, for per-provider health."""
-    return _outcome(record.status_code, record.error_category, record.error_source)
-
-
-def _outcome(status: int, category: str | None, source: str | None) -> str:
-    if category == "client_closed":
-        return "cancelled"
-    if source == "network":
-        return "network_error"
-    if status == 429:
-        return "rate_limited"
-    if status >= 500:
-        return "server_error"
-    if status >= 400:
-        return "client_error"
-    return "success"
-
-
-def prepare_multiprocess_dir(path: Path) -> Path:
-    """Create `path` and remove value files a previous run left there, so a
-    new instance starts from zero (called by `lectr serve` before workers)."""
-    path.mkdir(parents=True, exist_ok=True)
-    for f in path.glob("*.db"):
-        f.unlink()
-    return path
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-class _Exposition:
-    """All workers' values from the shared directory, plus HELP/TYPE of the
-    families no worker has written yet, as a single process would show them."""
-
-    def __init__(self, path: str, declared: list[MetricWrapperBase]) -> None:
-        self._collector = MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]
-        self._declared = declared
-
-    def collect(self) -> Iterable[Metric]:
-        families = list(self._collector.collect())  # type: ignore[no-untyped-call]
-        seen = {f.name for f in families}
-        for m in self._declared:
-            families.extend(d for d in m.describe() if d.name not in seen)
-        return sorted(families, key=lambda f: f.name)
-
-
-# What decides a finished request's label sets (and which families it
-# touches): org feature task provider model model_requested status_code
-# error_category error_source token_source rule_id fallback? upstream? pricing.
-_ShapeKey = tuple[
-    str, str, str, str, str, str, int, str | None, str | None, str | None, str | None, bool, bool, int
-]
-
-
-def _buckets(bounds: tuple[float, ...]) -> list[float]:
-    """Per-bucket counts for `bounds` and +Inf (not cumulative), then the sum."""
-    return [0] * (len(bounds) + 1) + [0.0]
-
-
-class _Shape:
-    """The totals of the requests since the last flush that share one key."""
-
-    __slots__ = ("cached", "completion", "cost", "duration", "n", "overhead", "prompt", "ttfb", "upstream")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.duration = _buckets(LATENCY_BUCKETS)
-        self.ttfb = _buckets(LATENCY_BUCKETS)
-        self.overhead = _buckets(OVERHEAD_BUCKETS)
-        self.upstream = _buckets(LATENCY_BUCKETS)
-        self.prompt = 0
-        self.completion = 0
-        self.cached = 0
-        self.cost = 0.0
-
-
-def _check_histograms(layout: Iterable[tuple[Histogram, tuple[float, ...]]], unlabelled: Histogram) -> None:
-    # `_add_observations` writes prometheus-client's per-bucket values
-    # directly (it has no public bulk observe): fail at start, not with wrong
-    # figures, if a release lays them out differently. (A labelled family's
-    # children are checked through the unlabelled one: creating a child
-    # here would export a bogus series.)
-    ok = all(getattr(h, "_upper_bounds", None) == [*bounds, float("inf")] for h, bounds in layout)
-    ok = ok and len(getattr(unlabelled, "_buckets", ())) == len(unlabelled._upper_bounds)
-    if not (ok and callable(getattr(getattr(unlabelled, "_sum", None), "inc", None))):
-        raise RuntimeError("unsupported prometheus_client version: Histogram internals changed")
-
-
-def _add_observations(child: Histogram, counts: list[float]) -> None:
-    """Exactly what `child.observe(v)` for each batched value would have
-    written: observe adds 1 to the first bucket whose bound is >= v (counts
-    are stored per bucket, made cumulative at collection) and v to the sum."""
-    buckets = child._buckets
-    for i, c in enumerate(counts[:-1]):
-        if c:
-            buckets[i].inc(c)
-    child._sum.inc(counts[-1])
-
-
-def _merge(into: list[float], counts: list[float]) -> None:
-    for i, c in enumerate(counts):
-        into[i] += c
 
 
 class Metrics:
@@ -272,7 +127,7 @@ class Metrics:
         self._orgs_seen: set[str] = set()
         # Since the last flush: per-shape totals, 401s by code; and the
         # current in-flight counts the gauges are set to at each flush.
-        self._shapes: dict[_ShapeKey, _Shape] = {}
+        self._shapes: dict[ShapeKey, Shape] = {}
         self._auth_pending: dict[str, int] = {}
         self._inflight_n = 0
         self._streams_n = 0
@@ -405,8 +260,8 @@ class Metrics:
         # Fixed label sets start at zero so their series exist before the first event.
         for code in AUTH_CODES:
             self._auth_rejections.labels(code)
-        for outcome in WRITER_OUTCOMES:
-            self._writer.labels(outcome)
+        for name in WRITER_OUTCOMES:
+            self._writer.labels(name)
         for state in BUDGET_STATES:
             self._budgets.labels(state).set(0)
         for state in LATENCY_STATES:
@@ -414,8 +269,8 @@ class Metrics:
         self._declared: list[MetricWrapperBase] = [
             m for m in vars(self).values() if isinstance(m, MetricWrapperBase)
         ]
-        self._exposition = _Exposition(self._dir, self._declared) if self._dir else None
-        _check_histograms(
+        self._exposition = Exposition(self._dir, self._declared) if self._dir else None
+        check_histograms(
             (
                 (self._duration, LATENCY_BUCKETS),
                 (self._ttfb, LATENCY_BUCKETS),
@@ -445,7 +300,7 @@ class Metrics:
         the totals of its shape; `flush` turns them into collector updates."""
         task = record.task
         cost = record.cost_usd
-        key: _ShapeKey = (
+        key: ShapeKey = (
             record.org_id,
             self._features(record.feature),
             task if task in TASKS else (NONE if task is None else OTHER),
@@ -467,7 +322,7 @@ class Metrics:
         )
         shape = self._shapes.get(key)
         if shape is None:
-            shape = self._shapes[key] = _Shape()
+            shape = self._shapes[key] = Shape()
         shape.n += 1
         v = record.latency_ms / 1000.0
         h = shape.duration
@@ -518,7 +373,7 @@ class Metrics:
         def add(family: Histogram, labels: tuple[str, ...], buckets: list[float]) -> None:
             series = observed.setdefault(family, {})
             if labels in series:
-                _merge(series[labels], buckets)
+                merge(series[labels], buckets)
             else:
                 series[labels] = buckets
 
@@ -540,7 +395,7 @@ class Metrics:
                 add(self._ttfb, (org, provider, model), shape.ttfb)
             if upstream:
                 add(self._overhead, (), shape.overhead)
-                inc(self._upstream, (provider, _outcome(status, category, source)), n)
+                inc(self._upstream, (provider, outcome(status, category, source)), n)
                 add(self._upstream_duration, (provider,), shape.upstream)
             for kind, tokens in (
                 ("prompt", shape.prompt),
@@ -566,7 +421,7 @@ class Metrics:
                 counter.labels(*labels).inc(amount)
         for histogram, hseries in observed.items():
             for labels, buckets in hseries.items():
-                _add_observations(histogram.labels(*labels) if labels else histogram, buckets)
+                add_observations(histogram.labels(*labels) if labels else histogram, buckets)
 
     # --- control plane -----------------------------------------------------
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import msgspec
 import uvloop
 
+from lectr.capture.writer import RecordWriter, Spill, WriterStats
 from lectr.config import SETTINGS_ENV, Settings, settings_from_env
 from lectr.types import Record
-from lectr.writer import RecordWriter, Spill, WriterStats
 
 log = logging.getLogger("lectr.writer")
 
@@ -152,7 +152,7 @@ class WriterProcess:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "lectr.writer_process",
+            "lectr.capture.handover",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -252,7 +252,7 @@ class WriterProcess:
 async def _child(settings: Settings, inp: asyncio.StreamReader, out: int) -> bool:
     """Store the records arriving on `inp`, report progress on `out`; at the
     end of the input, drain and return whether nothing was lost."""
-    from lectr.store import open_store  # here: the serving side never needs it
+    from lectr.store.base import open_store  # here: the serving side never needs it
 
     store = open_store(settings)
     writer = RecordWriter(

@@ -6,7 +6,7 @@ import hmac
 
 from lectr.control import Snapshot
 from lectr.errors import InvalidKey, MissingKey, OrgDisabled
-from lectr.store import KEY_PREFIX, hash_key
+from lectr.store.base import KEY_PREFIX, hash_key
 from lectr.types import OrgEntry
 
 _PREFIX_LEN = len(KEY_PREFIX)

@@ -86,4 +86,9 @@ def upstream_url(provider: Provider, path: str, model: str | None, settings: Set
         return f"{endpoint}/openai/v1{path}"
     if not model:
         raise InvalidRequest("Azure requests need a model (the deployment name)")
+    if model in (".", "..") or not model.strip():
+        # Percent-encoding leaves dot segments alone, and every HTTP stack on
+        # the way resolves them: `..` would address another path of the
+        # endpoint, not a deployment.
+        raise InvalidRequest(f"invalid Azure deployment name {model[:100]!r}")
     return f"{endpoint}/openai/deployments/{quote(model, safe='')}{path}?api-version={version}"

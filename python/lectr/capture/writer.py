@@ -1,7 +1,7 @@
 """The capture pipeline off the request path: a bounded in-memory queue of
 records, a background task writing them to the store in batches, and a spill
 file that keeps them when the store is down (replayed when it returns). It
-runs in the writer process (`writer_process`)."""
+runs in the writer process (`capture.handover`)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from typing import IO
 
 import msgspec
 
-from lectr.store import Store
+from lectr.store.base import Store
 from lectr.types import Record
 
 log = logging.getLogger("lectr.writer")
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Record).decode
+RETRY_MAX = 0.5  # the longest wait (s) between tries while the store fails
 
 
 class WriterStats(msgspec.Struct):
@@ -68,6 +69,16 @@ class Spill:
             self._file.close()
             self._file = None
             self._path = None
+
+    def remaining(self) -> tuple[int, int]:
+        """Records (lines) and files in the folder not yet replayed."""
+        records = files = 0
+        for path in self.pending():
+            with contextlib.suppress(OSError):
+                with path.open("rb") as f:
+                    records += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+                files += 1
+        return records, files
 
     def pending(self) -> list[Path]:
         """Spill files waiting for replay (not the one being appended to)."""
@@ -153,7 +164,9 @@ class RecordWriter:
                 self.stats.retried += n
                 self.stats.failures += 1
                 self._failures_in_row += 1
-                self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
+                # Capped low: the store reconnects on every try, so a short
+                # fixed interval finds a database that came back promptly.
+                self._backoff = min(max(self._backoff * 2, 0.1), RETRY_MAX)
                 log.warning(
                     "writing %d records failed (%s); retry in %.1fs", n, type(e).__name__, self._backoff
                 )
@@ -221,7 +234,10 @@ class RecordWriter:
                     self.spill_queue()
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a deadline, not a cancel scope
-        """At shutdown: write what is queued, or spill it; False if any was lost."""
+        """At shutdown: write what is queued, or spill it; then replay the
+        spill files while the deadline allows, retrying on a short interval
+        while the store fails (it may be coming back). Logs how many records
+        remain spilled, and where. False if any was lost."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._queue and loop.time() < deadline:
@@ -231,6 +247,20 @@ class RecordWriter:
                 break
         self.spill_queue()
         self.spill.rotate()
-        if self._queue:
-            log.error("shutdown: %d records could be neither written nor spilled", len(self._queue))
-        return not self._queue
+        lost = len(self._queue)
+        if lost:
+            log.error("shutdown: %d records could be neither written nor spilled", lost)
+        while (before := len(self.spill.pending())) and loop.time() < deadline:
+            try:
+                await asyncio.wait_for(self.replay(), timeout=max(0.1, deadline - loop.time()))
+                if len(self.spill.pending()) >= before:
+                    break  # what is left is held by other processes
+            except Exception as e:
+                log.warning("shutdown: replaying the spill failed (%s); retrying", type(e).__name__)
+                await asyncio.sleep(min(RETRY_MAX, max(0.0, deadline - loop.time())))
+        records, files = self.spill.remaining()
+        level = logging.WARNING if records else logging.INFO
+        log.log(
+            level, "shutdown: %d records remain spilled in %s (%d files)", records, self.spill.folder, files
+        )
+        return not lost

@@ -312,10 +312,12 @@ class Upstream:
         pool_idle_timeout: float = 60.0,
         pool_max_idle_per_host: int = 512,
         max_buffered_body: int = 64 << 20,
+        max_sse_event: int = 4 << 20,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
+        self.max_sse_event = max_sse_event
         self.pool_idle_timeout = pool_idle_timeout
         self.pool_max_idle = pool_max_idle_per_host
         self.max_buffered_body = max_buffered_body
@@ -421,7 +423,9 @@ class Upstream:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(t, loop)
-            reader = _core.ResponseReader(self.max_buffered_body, strip_usage, method == "HEAD", protocol)
+            reader = _core.ResponseReader(
+                self.max_buffered_body, strip_usage, method == "HEAD", self.max_sse_event, protocol
+            )
             conn.reader = reader
             conn.error = None
             conn.idle_limit = self.idle_timeout

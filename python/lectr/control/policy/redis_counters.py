@@ -13,7 +13,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from lectr.policy.counters import Check, Settle, Verdict
+from lectr.control.policy.counters import Check, Settle, Verdict
 
 # Key layout. `req` and `str`: a sorted set at the check's key, members
 # `member|amount` scored by admission time. `tok`: the same log at `<key>:log`

@@ -17,22 +17,25 @@ from typing import Any
 
 import msgspec
 
-from lectr import _core, protocols
+from lectr import _core
 from lectr.admin import AdminAPI
+from lectr.admin.routes import Context as AdminContext
+from lectr.capture.handover import WriterProcess
 from lectr.config import Settings, settings_from_env
 from lectr.control import ControlPlane, Snapshot
+from lectr.control.manage import Manager
+from lectr.control.policy.engine import Policy
 from lectr.errors import LectrError, MethodNotAllowed, NotFound
-from lectr.health import Health
-from lectr.insights import Insights
+from lectr.gateway import protocols
+from lectr.gateway.breaker import Health
+from lectr.gateway.pricing import PriceTable
+from lectr.gateway.proxy import JSON_HEADERS, Endpoint, Proxy
+from lectr.gateway.upstream import Upstream
 from lectr.insights.anomalies import Detector, webhook
-from lectr.metrics import Metrics
-from lectr.policy import Policy
-from lectr.pricing import PriceTable
-from lectr.proxy import JSON_HEADERS, Endpoint, Proxy
-from lectr.store import open_store
-from lectr.upstream import Upstream
-from lectr.webhooks import WebhookSender
-from lectr.writer_process import WriterProcess
+from lectr.insights.service import Insights
+from lectr.observe.alerts import WebhookSender
+from lectr.observe.metrics import Metrics
+from lectr.store.base import open_store
 
 log = logging.getLogger("lectr.app")
 
@@ -61,6 +64,7 @@ class App:
             connect_timeout=self.settings.connect_timeout,
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
+            max_sse_event=self.settings.sse_max_event_bytes,
         )
         prices = PriceTable.load(self.settings.prices_file)
         self.webhooks = WebhookSender(self.upstream, self.settings.budget_webhook_url)
@@ -89,10 +93,14 @@ class App:
             self.health,
             self.policy,
         )
+        insights = Insights.from_settings(self.settings, self.store, prices)
+        self.manager = Manager(self.store, insights, on_change=self.control.refresh)
         self.admin = AdminAPI(
-            self.settings, self.store, self.control, self.health, self.policy, self.webhooks
+            self.settings.admin_token,
+            AdminContext(
+                self.store, self.control, self.health, self.policy, self.webhooks, insights, self.manager
+            ),
         )
-        self.admin.insights = Insights.from_settings(self.settings, self.store, prices)
         url = self.settings.anomaly_webhook_url
         send = webhook(self.upstream, url) if url else None
         self.detector = Detector(self.store, send, retention_days=self.settings.retention_days)

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from lectr import _core
-from lectr.upstream import Upstream
+from lectr.gateway.upstream import Upstream
 
 log = logging.getLogger("lectr.webhooks")
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import msgspec
 
+from lectr.control.policy.counters import Check, Counters, LocalCounters, Settle
 from lectr.errors import BudgetExceeded, LectrError, PolicyUnavailable, RateLimited, StreamsExceeded
-from lectr.policy.counters import Check, Counters, LocalCounters, Settle
-from lectr.pricing import PriceTable
+from lectr.gateway.pricing import PriceTable
 from lectr.types import Budget, LatencyTarget, RateLimit
 
 log = logging.getLogger("lectr.policy")
@@ -91,7 +91,7 @@ class Policy:
         self._prices = prices
         self._counters: Counters
         if redis_url:
-            from lectr.policy.redis_counters import RedisCounters
+            from lectr.control.policy.redis_counters import RedisCounters
 
             self._counters = RedisCounters(redis_url, redis_timeout)
         else:

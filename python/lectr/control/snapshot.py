@@ -1,6 +1,6 @@
-"""Live control-plane snapshots: immutable in-memory views of orgs and keys,
-swapped atomically when the store's control version changes, so the request
-path never reads the database."""
+"""Live control-plane snapshots: immutable in-memory views of orgs, keys,
+rules and policy, swapped atomically when the store's control version
+changes, so the request path never reads the database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from lectr.store import Store
+from lectr.store.base import Store
 from lectr.types import Budget, ControlData, FallbackChain, KeyEntry, LatencyTarget, OrgEntry, RateLimit, Rule
 
 log = logging.getLogger("lectr.control")

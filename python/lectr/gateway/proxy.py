@@ -34,23 +34,25 @@ from typing import Any
 
 import msgspec
 
-from lectr import _core, auth, errors, protocols, providers, routing
+from lectr import _core, errors
+from lectr.capture.handover import WriterProcess
 from lectr.config import Settings
 from lectr.control import ControlPlane
+from lectr.control.policy.engine import Admission, Policy
 from lectr.errors import (
+    ClientClosed,
     InvalidRequest,
     LectrError,
     ProviderUnreachable,
     RequestTooLarge,
     UnsupportedEndpoint,
 )
-from lectr.health import Health
-from lectr.metrics import Metrics
-from lectr.policy import Admission, Policy
-from lectr.pricing import PriceTable
+from lectr.gateway import auth, protocols, providers, routing
+from lectr.gateway.breaker import Health
+from lectr.gateway.pricing import PriceTable
+from lectr.gateway.upstream import Response, Upstream
+from lectr.observe.metrics import Metrics
 from lectr.types import Record, Target
-from lectr.upstream import Response, Upstream
-from lectr.writer_process import WriterProcess
 
 log = logging.getLogger("lectr.proxy")
 
@@ -243,13 +245,36 @@ class Proxy:
         self._metrics.inflight(-1)
 
     async def _read_body(self, scope: Any, proto: Any) -> bytes:
+        """The request body, counted while it arrives: a chunked body has no
+        length to check up front, and reading it whole first let one request
+        hold any amount of memory. Stops at the first chunk past the cap."""
         declared = scope.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self._max_body:
             raise RequestTooLarge(f"request body is {declared} bytes; the limit is {self._max_body}")
-        body: bytes = await proto()
-        if len(body) > self._max_body:
-            raise RequestTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
-        return body
+        parts: list[bytes] = []
+        size = 0
+        broken = False
+        pending_empty = False
+        # granian's body iterator never raises: a read error (a malformed
+        # chunk, a connection closed mid-body) comes as an empty chunk, and
+        # the end of the body as one more. Data frames are never empty, so an
+        # empty chunk followed by anything means the body broke.
+        async for chunk in proto:
+            if pending_empty:
+                broken = True
+            if not chunk:
+                pending_empty = True
+                continue
+            size += len(chunk)
+            if size > self._max_body:
+                raise RequestTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
+            parts.append(chunk)
+        if declared and declared.isdigit() and size < int(declared):
+            # A length-framed body cannot be malformed, only cut short.
+            raise ClientClosed("the client closed the connection before the request body was complete")
+        if broken:
+            raise InvalidRequest("the request body is malformed or incomplete (chunked encoding)")
+        return b"".join(parts)
 
     async def _forward(self, scope: Any, proto: Any, endpoint: Endpoint, org: Any, ex: Exchange) -> None:
         headers = scope.headers
