@@ -1,8 +1,9 @@
 //! Usage taps for the agent protocols: OpenAI's Responses API and Anthropic's
 //! Messages API. One tap per protocol watches a typed SSE stream as it passes
 //! (bytes are never changed: both protocols always report usage, so nothing
-//! is injected or stripped), records the usage, whether the protocol's
-//! terminal event arrived, and the generated text an estimate would need.
+//! is injected or stripped; only whole events are handed on), records the
+//! usage, whether the protocol's terminal event arrived, and the generated
+//! text an estimate would need.
 //!
 //! Token classes, normalised so that one price formula fits both:
 //! `prompt` is every input token (for Messages: `input_tokens` +
@@ -257,22 +258,31 @@ impl EventTap {
     }
 
     /// Feed a chunk of the stream (as it arrived, split anywhere).
-    pub fn feed(&mut self, chunk: &[u8]) {
+    /// Returns the bytes to forward: whole events only, so that if the
+    /// provider breaks mid-event the client never holds half an event that
+    /// the gateway's error event would be glued onto.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len());
         let mut framer = std::mem::take(&mut self.framer);
-        framer.feed(chunk, |seg| {
-            if let Segment::Event(raw) = seg {
+        framer.feed(chunk, |seg| match seg {
+            Segment::Event(raw) => {
+                out.extend_from_slice(raw);
                 self.event(raw);
             }
+            Segment::TrailingLf => out.push(b'\n'),
         });
         self.framer = framer;
+        out
     }
 
-    /// End of stream: an unterminated last event is still read.
-    pub fn finish(&mut self) {
+    /// End of a complete body: an unterminated last event is still read,
+    /// and its bytes are returned to forward as they are.
+    pub fn finish(&mut self) -> Vec<u8> {
         let rest = self.framer.finish();
         if !rest.is_empty() {
             self.event(&rest);
         }
+        rest
     }
 
     /// Bytes held back because their event is not complete yet.
@@ -392,13 +402,31 @@ data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop
 event: message_stop\n\
 data: {\"type\":\"message_stop\"}\n\n";
 
-    fn run(protocol: Protocol, pieces: &[&[u8]]) -> EventTap {
+    fn run_out(protocol: Protocol, pieces: &[&[u8]]) -> (EventTap, Vec<u8>) {
         let mut tap = EventTap::new(protocol);
+        let mut out = Vec::new();
         for p in pieces {
-            tap.feed(p);
+            out.extend(tap.feed(p));
         }
-        tap.finish();
-        tap
+        out.extend(tap.finish());
+        (tap, out)
+    }
+
+    fn run(protocol: Protocol, pieces: &[&[u8]]) -> EventTap {
+        run_out(protocol, pieces).0
+    }
+
+    #[test]
+    fn only_whole_events_are_forwarded() {
+        let mut tap = EventTap::new(Protocol::Messages);
+        let cut = MESSAGES.len() / 2;
+        let first = tap.feed(&MESSAGES[..cut]);
+        // Everything up to the last complete event, nothing of the partial one.
+        assert!(first.ends_with(b"\n\n") && MESSAGES.starts_with(&first));
+        assert_eq!(first.len() + tap.pending_len(), cut);
+        let rest = tap.feed(&MESSAGES[cut..]);
+        assert_eq!([first, rest].concat(), MESSAGES);
+        assert!(tap.finish().is_empty());
     }
 
     fn responses_expected() -> Tokens {
@@ -527,7 +555,8 @@ data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_inp
         #[test]
         fn responses_tap_is_the_same_for_any_split(cuts in prop::collection::vec(0usize..10_000, 0..12), on in any::<bool>()) {
             let src = crlf(RESPONSES, on);
-            let tap = run(Protocol::Responses, &pieces(&src, cuts));
+            let (tap, out) = run_out(Protocol::Responses, &pieces(&src, cuts));
+            prop_assert_eq!(&out, &src);
             prop_assert_eq!(tap.usage, Some(responses_expected()));
             prop_assert!(tap.saw_end);
             prop_assert_eq!(tap.events, 4);
@@ -536,7 +565,8 @@ data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_inp
         #[test]
         fn messages_tap_is_the_same_for_any_split(cuts in prop::collection::vec(0usize..10_000, 0..12), on in any::<bool>()) {
             let src = crlf(MESSAGES, on);
-            let tap = run(Protocol::Messages, &pieces(&src, cuts));
+            let (tap, out) = run_out(Protocol::Messages, &pieces(&src, cuts));
+            prop_assert_eq!(&out, &src);
             prop_assert_eq!(tap.usage, Some(messages_expected()));
             prop_assert!(tap.saw_end);
             prop_assert_eq!(tap.events, 7);

@@ -397,3 +397,36 @@ def test_usage_is_estimated_when_the_provider_reports_none(
         # "hello there" and the mock's five words: never a silent zero.
         assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] == 5, rec
         assert rec["cost_usd"] > 0
+
+
+def test_a_stream_cut_mid_event_still_ends_with_a_clean_error(gateway: Gateway, mock: Mock, key: str) -> None:
+    """The half event the provider sent before breaking never reaches the
+    client, so the error event is parsed as such (not glued onto it)."""
+    h = {"x-mock-reset-after": "2", "x-mock-reset-partial": "1"}
+    _, via_an, f = messages_clients(gateway, mock, key, **h)
+
+    def consume_messages() -> None:
+        with via_an.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MSG) as s:  # type: ignore[arg-type]
+            for _ in s:
+                pass
+
+    with pytest.raises(anthropic.APIStatusError) as e:
+        consume_messages()
+    assert e.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert one_record(gateway, f)["error_category"] == "stream_interrupted"
+
+    _, via_oa, _ = responses_clients(gateway, mock, key, **h)
+
+    def consume_responses() -> None:
+        for _ in via_oa.responses.create(model="gpt-4o", input=INPUT, stream=True):  # type: ignore[arg-type]
+            pass
+
+    with pytest.raises(openai.APIError) as e2:
+        consume_responses()
+    assert e2.value.code == "stream_interrupted"  # type: ignore[attr-defined]
+    body = {"model": "gpt-4o", "input": INPUT, "stream": True}
+    raw = raw_stream(gateway.url + "/v1/responses", body, **{"X-Lectr-Key": key, **h})
+    # Whole events only, then the error event.
+    events = raw.split(b"\n\n")
+    assert events[-1] == b"" and events[-2].startswith(b"event: error\ndata: {")
+    assert all(ev.startswith(b"event: response.") for ev in events[:-2])
