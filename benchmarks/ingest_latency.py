@@ -195,7 +195,7 @@ def run(
     """Both placements (isolated only with two cores or more), both variants,
     `rounds` alternating rounds each; medians and ranges per figure."""
     from benchmarks.runner import _headers
-    from tests.pg import Postgres
+    from devtools.services import Postgres
 
     wrk = env.wrk()
     placements = ["shared"] + (["isolated"] if len(os.sched_getaffinity(0)) >= 2 else [])

@@ -96,9 +96,9 @@ async def _time(
 
 
 async def run(n: int, baseline: str | None) -> None:
+    from devtools.services import RedisServer
     from lectr.control.policy.counters import LocalCounters
     from lectr.control.policy.redis_counters import RedisCounters
-    from tests.redis_server import RedisServer
 
     srv = RedisServer()
     r = redis.Redis.from_url(srv.url)

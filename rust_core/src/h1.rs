@@ -526,7 +526,7 @@ impl ResponseReader {
     /// A reader for one response. `max_buffered`: largest non-SSE body held
     /// whole; `strip_usage`: remove usage the gateway asked for from an SSE
     /// stream; `head_request`: the request was HEAD.
-    /// `max_event`: largest SSE event held before the stream fails.
+    /// `max_event`: largest SSE event held before the stream fails;
     /// `protocol`: `chat`, `responses` or `messages`.
     #[new]
     #[pyo3(signature = (max_buffered=64 << 20, strip_usage=false, head_request=false, max_event=DEFAULT_MAX_EVENT, protocol="chat"))]

@@ -285,7 +285,7 @@ impl EventTap {
         rest
     }
 
-    /// Bytes held back because their event is not complete yet.
+    /// Bytes of the event still being framed (the event-size cap's measure).
     pub fn pending_len(&self) -> usize {
         self.framer.pending().len()
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
 from tests.integration.test_proxy import CHAT, error_of, post
 
 TOKEN = "admin-token-for-tests-5b1f"

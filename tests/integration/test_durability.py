@@ -12,9 +12,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
+from devtools.services import Postgres
 from tests.integration.test_proxy import CHAT, headers
-from tests.pg import Postgres
 
 
 @pytest.fixture

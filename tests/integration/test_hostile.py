@@ -1,4 +1,4 @@
-"""A hostile provider (tests/hostile_provider.py) against the gateway over real
+"""A hostile provider (devtools/hostile_provider.py) against the gateway over real
 sockets: whatever it sends, the client gets a clear error in the OpenAI shape,
 the gateway keeps serving, the request is recorded, and memory comes back."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Hostile
+from devtools.harness import Gateway, Hostile
 from tests.integration.test_proxy import CHAT, headers, tag
 
 

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import httpx
 
+from devtools.harness import Gateway, Mock, running
 from lectr import _core
-from tests.harness import Gateway, Mock, running
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 MiB = 1024 * 1024

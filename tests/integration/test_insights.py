@@ -23,6 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.harness import Gateway, Mock, running
+from devtools.ports import free_port
+from devtools.services import Postgres
 from lectr.gateway.pricing import PriceTable
 from lectr.gateway.upstream import Upstream
 from lectr.insights.anomalies import GRACE, WINDOW, Detector, webhook
@@ -33,11 +36,9 @@ from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import Anomaly, LogFilter, Record
-from tests.harness import Gateway, Mock, free_port, running
 from tests.integration.test_admin import TOKEN, api
 from tests.integration.test_proxy import CHAT, error_of, post
 from tests.integration.test_store import backend, store  # noqa: F401 - fixtures
-from tests.pg import Postgres
 
 PRICES = PriceTable.load()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import LECTR, ROOT, Gateway, Mock, running
+from devtools.harness import LECTR, ROOT, Gateway, Mock, running
 from tests.integration.test_admin import TOKEN, api
 from tests.integration.test_proxy import error_of
 

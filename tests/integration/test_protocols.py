@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
+from devtools.harness import Gateway, Mock
 from lectr.gateway.pricing import PriceTable
-from tests.harness import Gateway, Mock
 from tests.integration.test_proxy import PROVIDER_KEY, mock_headers, tag
 
 PRICES = PriceTable.load()

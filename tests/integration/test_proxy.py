@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from devtools.harness import Gateway, Mock
 from lectr import _core
-from tests.harness import Gateway, Mock
 
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}

@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import openai
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
 from tests.integration.test_proxy import CHAT, error_of, post
 
 

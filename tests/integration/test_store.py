@@ -12,12 +12,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from devtools.services import Postgres
 from lectr.errors import Conflict, NotFound
 from lectr.store.base import Store, hash_key
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import LogFilter, Record
-from tests.pg import Postgres
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

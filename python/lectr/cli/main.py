@@ -38,9 +38,6 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
     sub.add_parser("config", help="print the effective settings (secrets masked)")
-    from lectr import devstack  # light at import (no app, no store); it owns its options
-
-    devstack.add_parser(sub)
     for group in (orgs, rules, policy, insights, log):
         group.add_parsers(sub)
     return p
@@ -71,11 +68,6 @@ def main(argv: list[str] | None = None) -> None:
         from lectr.cli.serve import serve
 
         serve(settings)
-        return
-    if args.group == "dev-stack":
-        from lectr.devstack import main as dev_stack
-
-        dev_stack(args)
         return
     if args.group == "config":
         print(json.dumps(masked(settings), indent=2))

@@ -1,10 +1,9 @@
-"""Real processes on free ports for the tests: the mock provider and the
+"""Real processes on free ports for the tests and benchmarks: the mock provider and the
 gateway (`lectr serve`), each started as a user would and polled until ready."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,28 +14,16 @@ from typing import Any
 
 import httpx
 
+from devtools.ports import free_port
+from devtools.process import http_ok, wait_ready
+
 ROOT = Path(__file__).resolve().parent.parent
 LECTR = [sys.executable, "-m", "lectr"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} not ready after {timeout}s:\n{log.read_text()}")
+    """Wait until `url` answers below 500; ServiceError if `proc` exits or time runs out."""
+    wait_ready(url, proc, log, http_ok(url), timeout)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -57,12 +44,21 @@ class Mock:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"mock-{self.port}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.mock_upstream", "--port", str(self.port)],
+            [sys.executable, "-m", "devtools.mock_provider", "--port", str(self.port)],
             cwd=ROOT,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
         wait_http(f"{self.url}/_mock/stats", self.proc, self.log)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+    def __enter__(self) -> Mock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def requests(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = httpx.get(f"{self.url}/_mock/requests").json()
@@ -77,14 +73,14 @@ class Mock:
 
 
 class Hostile:
-    """The hostile provider (tests/hostile_provider.py) in a subprocess."""
+    """The hostile provider (devtools/hostile_provider.py) in a subprocess."""
 
     def __init__(self, tmp: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"hostile-{self.port}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.hostile_provider", "--port", str(self.port)],
+            [sys.executable, "-m", "devtools.hostile_provider", "--port", str(self.port)],
             cwd=ROOT,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -123,7 +119,7 @@ class Gateway:
 
     def cli(self, *args: str) -> str:
         r = subprocess.run(
-            [*LECTR, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+            [*LECTR, *args], check=False, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         if r.returncode != 0:
             raise RuntimeError(f"lectr {' '.join(args)} failed: {r.stderr}")

@@ -1,6 +1,6 @@
 """A hostile provider for the tests: an asyncio socket server whose every answer is chosen per request.
 
-Run it with `python -m tests.hostile_provider --port N` (or start `serve()`
+Run it with `python -m devtools.hostile_provider --port N` (or start `serve()`
 on a loop). A request picks its mode with the `x-hostile` header; `ok` (the
 default) answers a well-formed chat completion, JSON or SSE as the body's
 `stream` asks, on a keep-alive connection. The other modes:
@@ -37,7 +37,7 @@ import struct
 from collections import Counter
 
 _counts: Counter[str] = Counter()
-_total = 0
+_total = [0]  # requests received, every mode (a list: mutated, not rebound)
 
 _CHUNK = 64 << 10
 
@@ -210,7 +210,6 @@ async def _answer(
 
 
 async def _serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-    global _total
     try:
         while True:
             req = await _read_request(r)
@@ -218,11 +217,11 @@ async def _serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
                 return
             line, headers, body = req
             if line.startswith(b"GET /_hostile/stats"):
-                out = json.dumps({"requests": dict(_counts), "total": _total}).encode()
+                out = json.dumps({"requests": dict(_counts), "total": _total[0]}).encode()
                 w.write(_json_head(len(out)) + out)
                 await w.drain()
                 continue
-            _total += 1
+            _total[0] += 1
             _counts[headers.get("x-hostile-id", "")] += 1
             if not await _answer(headers.get("x-hostile", "ok"), headers, body, r, w):
                 return

@@ -1,6 +1,6 @@
 """An OpenAI-compatible mock provider shared by the tests and the benchmarks.
 
-Run: `python -m benchmarks.mock_upstream --port 9000 [--latency-ms 0]
+Run: `python -m devtools.mock_provider --port 9000 [--latency-ms 0]
 [--chunks 5] [--interval-ms 0]`. It answers chat completions, completions,
 embeddings and model listings under any path prefix (so it can stand in for
 OpenAI, Anthropic, Groq, Gemini and Azure base URLs), JSON or SSE, and takes
@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from benchmarks import mock_protocols
+from devtools import mock_protocols
 
 LOG: web.AppKey[list[dict[str, Any]]] = web.AppKey("log", list)
 STATS: web.AppKey[dict[str, int]] = web.AppKey("stats", dict)
