@@ -132,9 +132,23 @@ class StreamSample:
     transit_us: list[float] = field(default_factory=list)  # per content event: arrival - mock send
 
 
+# The agent protocols: (content event marker, final event marker) in the data.
+PROTOCOL_MARKERS = {
+    "responses": (b'"type":"response.output_text.delta"', b'"type":"response.completed"'),
+    "messages": (b'"type":"content_block_delta"', b'"type":"message_stop"'),
+}
+
+
 def stream_once(
-    conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]
+    conn: http.client.HTTPConnection,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    protocol: str | None = None,
 ) -> StreamSample:
+    """One stream; for a `protocol` stream, `done` is its final event and
+    content events are its text deltas (other events repeat the text)."""
+    content_marker, done_marker = PROTOCOL_MARKERS.get(protocol or "", (None, None))
     t0 = time.monotonic_ns()
     conn.request("POST", path, body=body, headers=headers)
     resp = conn.getresponse()
@@ -152,10 +166,14 @@ def stream_once(
         now = time.monotonic_ns()
         events += 1
         payload = line[5:].strip()
-        if payload == b"[DONE]":
+        if payload == b"[DONE]" or (done_marker is not None and done_marker in payload):
             done = (now - t0) / 1e6
             continue
-        if b'"content"' in payload or b'"text"' in payload:
+        if content_marker is not None:
+            is_content = content_marker in payload
+        else:
+            is_content = b'"content"' in payload or b'"text"' in payload
+        if is_content:
             m = _STAMP.search(payload)
             if m is not None:
                 content += 1
@@ -180,7 +198,7 @@ def stream_once(
 
 
 def stream_many(
-    url: str, n: int, body: bytes, headers: dict[str, str], warmup: int = 3
+    url: str, n: int, body: bytes, headers: dict[str, str], warmup: int = 3, protocol: str | None = None
 ) -> list[StreamSample]:
     """`n` streamed requests one after another on one keep-alive connection."""
     u = urlsplit(url)
@@ -188,7 +206,7 @@ def stream_many(
     out = []
     try:
         for i in range(warmup + n):
-            s = stream_once(conn, u.path, body, headers)
+            s = stream_once(conn, u.path, body, headers, protocol)
             if i >= warmup:
                 out.append(s)
     finally:

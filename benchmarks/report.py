@@ -58,6 +58,12 @@ def derive(r: dict[str, Any]) -> None:
                     added[f"stream_{k}"] = s[k] - bs[k]
                 added["stream_chunk_us"] = s["transit_us_p50"] - bs["transit_us_p50"]
                 added["stream_chunk_us_p90"] = s["transit_us_p90"] - bs["transit_us_p90"]
+                for proto, ps in (s.get("protocols") or {}).items():
+                    bp = (bs.get("protocols") or {}).get(proto)
+                    if bp:
+                        added[f"{proto}_first_token_ms"] = ps["first_token_ms"] - bp["first_token_ms"]
+                        added[f"{proto}_done_ms"] = ps["done_ms"] - bp["done_ms"]
+                        added[f"{proto}_event_us"] = ps["transit_us_p50"] - bp["transit_us_p50"]
             t["added"] = added
     r["goals"] = goals(r)
 
@@ -271,6 +277,29 @@ def markdown(r: dict[str, Any], images: str) -> str:
             + (f"{cap['with_usage']}/{cap['expected']}" if cap else "n/a")
             + " |"
         )
+    proto_rows = [
+        (name, proto, ps, t.get("added", {}))
+        for name, t in T.items()
+        for proto, ps in ((t.get("streaming") or {}).get("protocols") or {}).items()
+    ]
+    if proto_rows:
+        w("")
+        w("Agent-protocol streams (the same 20 deltas as OpenAI Responses and Anthropic Messages events):")
+        w("")
+        w(
+            "| target | protocol | first token ms | added | final event ms | added | "
+            "event transit µs | added per event µs | usage captured |"
+        )
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, proto, ps, a in proto_rows:
+            cap = ps.get("capture")
+            w(
+                f"| {name} | {proto} | {_f(ps['first_token_ms'])} | {_f(a.get(f'{proto}_first_token_ms'))} | "
+                f"{_f(ps['done_ms'], 2)} | {_f(a.get(f'{proto}_done_ms'), 2)} | "
+                f"{_f(ps['transit_us_p50'], 0)} | {_f(a.get(f'{proto}_event_us'), 0)} | "
+                + (f"{cap['with_usage']}/{cap['expected']}" if cap else "n/a")
+                + " |"
+            )
     mem = _get(T, MAIN, "memory")
     if mem:
         w("")

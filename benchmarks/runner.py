@@ -12,7 +12,9 @@ Scenarios, per target:
 3. CPU time per request of the target's process tree (/proc), in every wrk run
 4. streaming fidelity, 20 chunks × 5 ms, one stream at a time: added time to
    first byte, first token and [DONE]; per-chunk transit (each chunk carries the
-   upstream's send time); usage captured (Lectr's store)
+   upstream's send time); usage captured (Lectr's store); the same stream as
+   an OpenAI Responses and an Anthropic Messages stream (direct and Lectr):
+   added first token, final event and per-event transit
 5. memory: RSS before, during and after 1 M requests (Lectr), peak RSS (all)
 6. ingest rate of the record writer (SQLite, PostgreSQL)
 7. Lectr's latency while its writer ingests into PostgreSQL, vs no storage
@@ -72,6 +74,23 @@ BODY_STREAM = json.dumps(
     },
     separators=(",", ":"),
 ).encode()
+
+# The agent-protocol streams: the same prompt as Responses and Messages requests.
+PROTOCOL_BODIES = {
+    "responses": json.dumps(
+        {"model": "gpt-4o", "input": "Say hello in one short sentence.", "stream": True},
+        separators=(",", ":"),
+    ).encode(),
+    "messages": json.dumps(
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+            "stream": True,
+        },
+        separators=(",", ":"),
+    ).encode(),
+}
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,21 @@ class Bench:
         out["samples"] = [asdict(s) for s in samples]
         if t.usage is not None:
             out["capture"] = t.usage(FEATURE_STREAM, self.plan.streams + warmup)
+        # The same stream in the agent protocols, where the target speaks them.
+        for proto, (url, extra) in t.protocol_streams.items():
+            feature = f"{FEATURE_STREAM}-{proto}"
+            ps = load.stream_many(
+                url, self.plan.streams, PROTOCOL_BODIES[proto], _headers(t, feature) | extra, warmup, proto
+            )
+            p_out = summarize_streams(ps)
+            if t.usage is not None:
+                p_out["capture"] = t.usage(feature, self.plan.streams + warmup)
+            out.setdefault("protocols", {})[proto] = p_out
+            self.say(
+                f"  {t.name} {proto} stream: first token {p_out['first_token_ms']:.3f} ms, "
+                f"final event {p_out['done_ms']:.2f} ms, event transit {p_out['transit_us_p50']:.0f} µs, "
+                f"usage captured {p_out.get('capture', 'n/a')}"
+            )
         self.say(
             f"  {t.name} streaming: TTFB {out['ttfb_ms']:.3f} ms, "
             f"first token {out['first_token_ms']:.3f} ms, "

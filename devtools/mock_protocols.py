@@ -21,7 +21,8 @@ Usage is deterministic: input = len(body) // 4 (for Messages, the part not
 read from or written to the cache), output = content deltas + reasoning.
 Headers: `x-mock-cached` (cache reads), `x-mock-cache-write` (cache writes),
 `x-mock-reasoning` (reasoning tokens, Responses),
-`x-mock-reset-after: N` (abort the connection after N content deltas),
+`x-mock-reset-after: N` (abort the connection after N content deltas;
+with `x-mock-reset-partial: 1` half-way through the event that follows),
 `x-mock-no-usage: 1`, `x-mock-chunks`, `x-mock-interval-ms`, `x-mock-stamp`.
 """
 
@@ -57,12 +58,12 @@ def is_messages(path: str) -> bool:
     return path.endswith("/messages") or path.endswith("/messages/count_tokens")
 
 
+# Replaced by `@<time.monotonic_ns()>` as each event is sent (x-mock-stamp).
+STAMP = "@STAMP"
+
+
 def _words(n: int, stamp: bool) -> list[str]:
-    out = []
-    for i in range(n):
-        w = WORDS[i % len(WORDS)]
-        out.append(f"{w}@{time.monotonic_ns()}" if stamp else w)
-    return out
+    return [WORDS[i % len(WORDS)] + (STAMP if stamp else "") for i in range(n)]
 
 
 async def _stream(
@@ -71,17 +72,23 @@ async def _stream(
     interval: float,
     reset_after: int,
     stats: dict[str, int],
+    partial: bool = False,
 ) -> web.StreamResponse:
     """Send `events`; a str entry marks where a content delta was sent (for
-    the reset count and the pause)."""
+    the reset count and the pause). With `partial`, the reset comes half-way
+    through the next event's bytes."""
     resp = web.StreamResponse(headers={"content-type": "text/event-stream", "x-mock-kind": "sse"})
     await resp.prepare(request)
     deltas = 0
     try:
-        for ev in events:
+        for i, ev in enumerate(events):
             if isinstance(ev, str):
                 deltas += 1
                 if deltas == reset_after:
+                    nxt = next((e for e in events[i + 1 :] if not isinstance(e, str)), None)
+                    if partial and nxt is not None:
+                        half = _sse(*nxt)
+                        await resp.write(half[: len(half) // 2])
                     assert request.transport is not None
                     request.transport.abort()
                     stats["resets"] += 1
@@ -89,7 +96,10 @@ async def _stream(
                 if interval:
                     await asyncio.sleep(interval)
                 continue
-            await resp.write(_sse(*ev))
+            data = _sse(*ev)
+            if b"@STAMP" in data:  # the benchmarks time each event's transit with it
+                data = data.replace(b"@STAMP", f"@{time.monotonic_ns()}".encode())
+            await resp.write(data)
         await resp.write_eof()
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
         stats["client_gone"] += 1
@@ -225,7 +235,14 @@ async def responses(
     add("response.output_item.done", {"output_index": idx, "item": message})
     add("response.completed", {"response": _response_object(rid, model, "completed", output, usage)})
     interval = num("x-mock-interval-ms", d.interval_ms) / 1000
-    return await _stream(request, events, interval, int(num("x-mock-reset-after", -1)), stats)
+    return await _stream(
+        request,
+        events,
+        interval,
+        int(num("x-mock-reset-after", -1)),
+        stats,
+        num("x-mock-reset-partial", 0) == 1,
+    )
 
 
 # --- Anthropic Messages -----------------------------------------------------------
@@ -310,4 +327,11 @@ async def messages(
     events.append(("message_delta", delta))
     events.append(("message_stop", {"type": "message_stop"}))
     interval = num("x-mock-interval-ms", d.interval_ms) / 1000
-    return await _stream(request, events, interval, int(num("x-mock-reset-after", -1)), stats)
+    return await _stream(
+        request,
+        events,
+        interval,
+        int(num("x-mock-reset-after", -1)),
+        stats,
+        num("x-mock-reset-partial", 0) == 1,
+    )

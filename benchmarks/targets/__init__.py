@@ -48,4 +48,7 @@ class Running:
     headers: dict[str, str] = field(default_factory=dict)
     # Lectr only: how many streamed records were captured with provider usage.
     usage: Callable[[str, int], dict[str, Any]] | None = None
+    # Agent-protocol streams ("responses", "messages"): URL and extra headers,
+    # for the targets that speak them (direct and Lectr).
+    protocol_streams: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     notes: str = ""

@@ -19,4 +19,8 @@ def start(env: Env) -> Running:
         command="(no gateway)",
         stop=lambda: None,
         notes="CPU/RSS figures are the fixed upstream's own",
+        protocol_streams={
+            "responses": (f"{env.stream.url}/openai/v1/responses", {}),
+            "messages": (f"{env.stream.url}/anthropic/v1/messages", {}),
+        },
     )

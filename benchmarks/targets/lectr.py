@@ -79,6 +79,9 @@ def start(
         env.tmp,
         SimpleNamespace(url=env.fixed.url),  # type: ignore[arg-type]
         LECTR_GROQ_BASE_URL=f"{env.stream.url}/v1",
+        # The agent-protocol streams go to the streaming mock: Messages as
+        # Anthropic, Responses through the org's Azure v1 path.
+        LECTR_ANTHROPIC_BASE_URL=f"{env.stream.url}/anthropic/v1",
         LECTR_ADMIN_TOKEN=ADMIN_TOKEN,
         LECTR_LOG_LEVEL="warning",
         LECTR_WORKERS="1",
@@ -87,6 +90,7 @@ def start(
     gw.start()
     try:
         key = _admin(gw, "POST", "/orgs", {"name": "bench"})["key"]
+        _admin(gw, "PATCH", "/orgs/bench", {"azure_endpoint": env.stream.url, "azure_api_version": "v1"})
         n_plain = rules - 1 if matching_rule and rules else rules
         for i in range(n_plain):
             _admin(
@@ -131,6 +135,10 @@ def start(
         stop=stop,
         headers={"Authorization": f"Bearer {PROVIDER_KEY}", "X-Lectr-Key": key},
         usage=_captured(gw, "bench"),
+        protocol_streams={
+            "responses": (f"{gw.url}/v1/responses", {"X-Lectr-Provider": "azure"}),
+            "messages": (f"{gw.url}/v1/messages", {}),
+        },
         notes=f"{rules} rules{' (1 matching)' if matching_rule and rules else ''}, {store}"
         + (", rate limit in Redis" if rate_limit and redis_url else ""),
     )

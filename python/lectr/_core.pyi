@@ -38,7 +38,7 @@ class RequestMeta:
         """Whether the client itself asked for stream_options.include_usage."""
     @property
     def max_tokens(self) -> int | None:
-        """max_completion_tokens or max_tokens, if set."""
+        """max_completion_tokens, max_tokens or max_output_tokens, if set."""
     def body_for_upstream(self, model: str | None = None, inject_usage: bool = False) -> bytes:
         """The body to send upstream: the original object when nothing changes."""
 

@@ -463,9 +463,9 @@ impl ResponseReader {
             return Ok(());
         }
         if let Some(ev) = self.events.as_mut() {
-            ev.feed(bytes);
+            let whole = ev.feed(bytes);
+            self.out.extend_from_slice(&whole);
             self.tokens = ev.usage;
-            self.out.extend_from_slice(bytes);
             if ev.pending_len() > self.max_event {
                 return Err(format!(
                     "an SSE event from the provider exceeds {} bytes",
@@ -498,7 +498,8 @@ impl ResponseReader {
     /// The message is complete.
     fn finish(&mut self) {
         if let Some(ev) = self.events.as_mut() {
-            ev.finish();
+            let rest = ev.finish();
+            self.out.extend_from_slice(&rest);
             self.tokens = ev.usage;
         } else if self.buffering && self.protocol != Protocol::Chat {
             self.tokens = body_tokens(self.protocol, &self.body);

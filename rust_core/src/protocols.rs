@@ -1,8 +1,9 @@
 //! Usage taps for the agent protocols: OpenAI's Responses API and Anthropic's
 //! Messages API. One tap per protocol watches a typed SSE stream as it passes
 //! (bytes are never changed: both protocols always report usage, so nothing
-//! is injected or stripped), records the usage, whether the protocol's
-//! terminal event arrived, and the generated text an estimate would need.
+//! is injected or stripped; only whole events are handed on), records the
+//! usage, whether the protocol's terminal event arrived, and the generated
+//! text an estimate would need.
 //!
 //! Token classes, normalised so that one price formula fits both:
 //! `prompt` is every input token (for Messages: `input_tokens` +
@@ -16,6 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::request::raw_some;
 use crate::sse::{Framer, Segment, data_lines};
+use crate::usage::MAX_TOKENS;
 
 /// The wire protocol of a proxied endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +56,21 @@ pub struct Tokens {
     pub cache_write: u64,
     /// Output tokens spent on reasoning.
     pub reasoning: u64,
+}
+
+impl Tokens {
+    /// These tokens if every figure is within [`MAX_TOKENS`] (as for chat
+    /// usage), else `None`: the caller estimates instead.
+    pub fn sane(self) -> Option<Tokens> {
+        let figures = [
+            self.prompt.unwrap_or(0),
+            self.completion.unwrap_or(0),
+            self.cached,
+            self.cache_write,
+            self.reasoning,
+        ];
+        figures.iter().all(|v| *v <= MAX_TOKENS).then_some(self)
+    }
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -166,11 +183,13 @@ pub fn body_tokens(protocol: Protocol, body: &[u8]) -> Option<Tokens> {
         Protocol::Responses => serde_json::from_slice::<WithResponsesUsage>(body)
             .ok()?
             .usage
-            .map(ResponsesUsage::tokens),
+            .map(ResponsesUsage::tokens)
+            .and_then(Tokens::sane),
         Protocol::Messages => serde_json::from_slice::<WithMessagesUsage>(body)
             .ok()?
             .usage
-            .map(MessagesUsage::tokens),
+            .map(MessagesUsage::tokens)
+            .and_then(Tokens::sane),
     }
 }
 
@@ -239,22 +258,31 @@ impl EventTap {
     }
 
     /// Feed a chunk of the stream (as it arrived, split anywhere).
-    pub fn feed(&mut self, chunk: &[u8]) {
+    /// Returns the bytes to forward: whole events only, so that if the
+    /// provider breaks mid-event the client never holds half an event that
+    /// the gateway's error event would be glued onto.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len());
         let mut framer = std::mem::take(&mut self.framer);
-        framer.feed(chunk, |seg| {
-            if let Segment::Event(raw) = seg {
+        framer.feed(chunk, |seg| match seg {
+            Segment::Event(raw) => {
+                out.extend_from_slice(raw);
                 self.event(raw);
             }
+            Segment::TrailingLf => out.push(b'\n'),
         });
         self.framer = framer;
+        out
     }
 
-    /// End of stream: an unterminated last event is still read.
-    pub fn finish(&mut self) {
+    /// End of a complete body: an unterminated last event is still read,
+    /// and its bytes are returned to forward as they are.
+    pub fn finish(&mut self) -> Vec<u8> {
         let rest = self.framer.finish();
         if !rest.is_empty() {
             self.event(&rest);
         }
+        rest
     }
 
     /// Bytes of the event still being framed (the event-size cap's measure).
@@ -308,7 +336,7 @@ impl EventTap {
             self.saw_end = true;
         }
         if let Some(u) = ev.response.and_then(|r| r.usage) {
-            self.usage = Some(u.tokens());
+            self.usage = u.tokens().sane();
         }
         if kind.ends_with(".delta") {
             if let Some(Ok(text)) = ev.delta.map(|d| serde_json::from_str::<String>(d.get())) {
@@ -331,7 +359,7 @@ impl EventTap {
         {
             let merged = self.messages_usage.get_or_insert_default();
             merged.merge(u);
-            self.usage = Some(merged.tokens());
+            self.usage = merged.tokens().sane();
         }
         if kind == "content_block_delta" {
             if let Some(Ok(d)) = ev.delta.map(|d| serde_json::from_str::<TextDelta>(d.get())) {
@@ -374,13 +402,31 @@ data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop
 event: message_stop\n\
 data: {\"type\":\"message_stop\"}\n\n";
 
-    fn run(protocol: Protocol, pieces: &[&[u8]]) -> EventTap {
+    fn run_out(protocol: Protocol, pieces: &[&[u8]]) -> (EventTap, Vec<u8>) {
         let mut tap = EventTap::new(protocol);
+        let mut out = Vec::new();
         for p in pieces {
-            tap.feed(p);
+            out.extend(tap.feed(p));
         }
-        tap.finish();
-        tap
+        out.extend(tap.finish());
+        (tap, out)
+    }
+
+    fn run(protocol: Protocol, pieces: &[&[u8]]) -> EventTap {
+        run_out(protocol, pieces).0
+    }
+
+    #[test]
+    fn only_whole_events_are_forwarded() {
+        let mut tap = EventTap::new(Protocol::Messages);
+        let cut = MESSAGES.len() / 2;
+        let first = tap.feed(&MESSAGES[..cut]);
+        // Everything up to the last complete event, nothing of the partial one.
+        assert!(first.ends_with(b"\n\n") && MESSAGES.starts_with(&first));
+        assert_eq!(first.len() + tap.pending_len(), cut);
+        let rest = tap.feed(&MESSAGES[cut..]);
+        assert_eq!([first, rest].concat(), MESSAGES);
+        assert!(tap.finish().is_empty());
     }
 
     fn responses_expected() -> Tokens {
@@ -465,6 +511,14 @@ data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_inp
     }
 
     #[test]
+    fn absurd_figures_are_not_trusted() {
+        let m = br#"{"usage":{"input_tokens":100000001,"output_tokens":1}}"#;
+        assert_eq!(body_tokens(Protocol::Messages, m), None);
+        let src = b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":200000000}}}\n\n";
+        assert_eq!(run(Protocol::Messages, &[src]).usage, None);
+    }
+
+    #[test]
     fn garbage_events_are_ignored() {
         let tap = run(
             Protocol::Responses,
@@ -501,7 +555,8 @@ data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_inp
         #[test]
         fn responses_tap_is_the_same_for_any_split(cuts in prop::collection::vec(0usize..10_000, 0..12), on in any::<bool>()) {
             let src = crlf(RESPONSES, on);
-            let tap = run(Protocol::Responses, &pieces(&src, cuts));
+            let (tap, out) = run_out(Protocol::Responses, &pieces(&src, cuts));
+            prop_assert_eq!(&out, &src);
             prop_assert_eq!(tap.usage, Some(responses_expected()));
             prop_assert!(tap.saw_end);
             prop_assert_eq!(tap.events, 4);
@@ -510,7 +565,8 @@ data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_inp
         #[test]
         fn messages_tap_is_the_same_for_any_split(cuts in prop::collection::vec(0usize..10_000, 0..12), on in any::<bool>()) {
             let src = crlf(MESSAGES, on);
-            let tap = run(Protocol::Messages, &pieces(&src, cuts));
+            let (tap, out) = run_out(Protocol::Messages, &pieces(&src, cuts));
+            prop_assert_eq!(&out, &src);
             prop_assert_eq!(tap.usage, Some(messages_expected()));
             prop_assert!(tap.saw_end);
             prop_assert_eq!(tap.events, 7);

@@ -30,6 +30,9 @@ struct Peek<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    /// The Responses API's name for it.
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,7 +53,7 @@ pub struct RequestInfo {
     pub stream: bool,
     /// The client itself asked for `stream_options.include_usage: true`.
     pub include_usage: bool,
-    /// `max_completion_tokens`, else `max_tokens`.
+    /// `max_completion_tokens`, else `max_tokens`, else `max_output_tokens`.
     pub max_tokens: Option<u64>,
     model_span: Option<Span>,
     stream_options_span: Option<Span>,
@@ -112,7 +115,10 @@ pub fn peek(body: &[u8]) -> Result<RequestInfo, String> {
         model,
         stream,
         include_usage,
-        max_tokens: p.max_completion_tokens.or(p.max_tokens),
+        max_tokens: p
+            .max_completion_tokens
+            .or(p.max_tokens)
+            .or(p.max_output_tokens),
         model_span,
         stream_options_span: p.stream_options.map(|raw| span_of(body, raw)),
         close_brace: trimmed_end,
@@ -251,6 +257,14 @@ mod tests {
         assert!(info.stream);
         assert!(!info.include_usage);
         assert_eq!(info.max_tokens, Some(50));
+    }
+
+    #[test]
+    fn reads_the_output_cap_of_every_protocol() {
+        let r = br#"{"model":"gpt-5","input":"hi","max_output_tokens":77}"#;
+        assert_eq!(peek(r).unwrap().max_tokens, Some(77));
+        let m = br#"{"model":"claude-x","max_tokens":12,"messages":[]}"#;
+        assert_eq!(peek(m).unwrap().max_tokens, Some(12));
     }
 
     #[test]

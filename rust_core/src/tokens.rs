@@ -73,6 +73,31 @@ struct PromptBody {
     prompt: Option<Value>,
     #[serde(default)]
     input: Option<Value>,
+    /// Anthropic Messages: the system prompt (a string or text blocks).
+    #[serde(default)]
+    system: Option<Value>,
+    /// OpenAI Responses: the system instructions.
+    #[serde(default)]
+    instructions: Option<Value>,
+}
+
+/// Append the text of one Responses input item (`{"role", "content"}`, or
+/// a function call's output) or a plain string / part.
+fn push_item(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(role)) = o.get("role") {
+                out.push_str(role);
+                out.push('\n');
+            }
+            for key in ["content", "text", "output", "arguments"] {
+                if let Some(c) = o.get(key) {
+                    push_content(c, out, "\n");
+                }
+            }
+        }
+        other => push_content(other, out, "\n"),
+    }
 }
 
 /// Estimated prompt tokens of a chat, completion or embedding request body.
@@ -102,6 +127,9 @@ pub fn estimate_prompt(model: &str, body: &[u8]) -> u64 {
             }
         }
     }
+    for v in [&b.system, &b.instructions].into_iter().flatten() {
+        push_content(v, &mut text, "\n");
+    }
     for v in [&b.prompt, &b.input].into_iter().flatten() {
         match v {
             // Token-id inputs: one token per id.
@@ -112,7 +140,7 @@ pub fn estimate_prompt(model: &str, body: &[u8]) -> u64 {
                 for item in items {
                     match item {
                         Value::Array(ids) => extra += ids.len() as u64,
-                        other => push_content(other, &mut text, "\n"),
+                        other => push_item(other, &mut text),
                     }
                 }
             }
@@ -170,13 +198,34 @@ pub fn estimate_completion_from_choices(model: &str, retained: &[u8]) -> u64 {
 struct ResponseBody {
     #[serde(default)]
     choices: Option<Value>,
+    /// OpenAI Responses: output items (messages, function calls, ...).
+    #[serde(default)]
+    output: Option<Vec<Value>>,
+    /// Anthropic Messages: content blocks.
+    #[serde(default)]
+    content: Option<Value>,
 }
 
-/// Estimated completion tokens of a non-streamed response body.
+/// Estimated completion tokens of a non-streamed response body (chat,
+/// completions, Responses or Messages).
 pub fn estimate_completion_from_body(model: &str, body: &[u8]) -> u64 {
     let mut text = String::new();
-    if let Ok(ResponseBody { choices: Some(c) }) = serde_json::from_slice::<ResponseBody>(body) {
-        push_choices(&c, &mut text);
+    if let Ok(b) = serde_json::from_slice::<ResponseBody>(body) {
+        if let Some(c) = &b.choices {
+            push_choices(c, &mut text);
+        }
+        for item in b.output.iter().flatten() {
+            if let Value::Object(o) = item {
+                for key in ["content", "arguments"] {
+                    if let Some(c) = o.get(key) {
+                        push_content(c, &mut text, "");
+                    }
+                }
+            }
+        }
+        if let Some(c) = &b.content {
+            push_content(c, &mut text, "");
+        }
     }
     count(model, &text)
 }
@@ -225,6 +274,24 @@ mod tests {
             estimate_prompt("text-embedding-3-small", emb),
             count("text-embedding-3-small", "a b\nc\n")
         );
+    }
+
+    #[test]
+    fn estimates_read_responses_and_messages_bodies() {
+        let responses = br#"{"model":"gpt-4o","instructions":"be brief","input":[{"role":"user","content":"hello world"},{"role":"user","content":[{"type":"input_text","text":"again"}]}]}"#;
+        assert_eq!(
+            estimate_prompt("gpt-4o", responses),
+            count("gpt-4o", "be brief\nuser\nhello world\nuser\nagain\n")
+        );
+        let messages = br#"{"model":"claude-x","system":[{"type":"text","text":"be brief"}],"messages":[{"role":"user","content":"hello world"}]}"#;
+        assert_eq!(
+            estimate_prompt("claude-x", messages),
+            count("claude-x", "user\nhello world\nbe brief\n") + 6
+        );
+        let out = br#"{"object":"response","output":[{"type":"reasoning","summary":[]},{"type":"message","content":[{"type":"output_text","text":"hello world"}]}]}"#;
+        assert_eq!(estimate_completion_from_body("gpt-4o", out), 2);
+        let msg = br#"{"type":"message","content":[{"type":"text","text":"hello world"}]}"#;
+        assert_eq!(estimate_completion_from_body("claude-x", msg), 2);
     }
 
     #[test]

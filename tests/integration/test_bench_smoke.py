@@ -73,6 +73,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
         cap = res["targets"][name]["streaming"]["capture"]
         assert cap["expected"] > 0, name
         assert "with_usage" in cap, name
+    # The agent-protocol streams (Responses, Messages) run direct and through Lectr.
+    for name in ("direct", "lectr", "lectr-pg"):
+        for proto in ("responses", "messages"):
+            ps = res["targets"][name]["streaming"]["protocols"][proto]
+            assert ps["ok"] == ps["streams"] > 0, (name, proto)
+            assert ps["content_events"] == 20, (name, proto)
+            if name != "direct":
+                assert ps["capture"]["with_usage"] == ps["capture"]["expected"] > 0, (name, proto)
+                assert f"{proto}_first_token_ms" in res["targets"][name]["added"], (name, proto)
     mem = res["targets"]["lectr"]["memory"]
     assert mem["requests"] > 0
     assert mem["samples"]

@@ -6,6 +6,7 @@ equal the mock's usage x price for every token class."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anthropic
@@ -150,6 +151,35 @@ def test_stored_responses_pass_through(gateway: Gateway, mock: Mock, key: str) -
     assert all(r["prompt_tokens"] is None and r["cost_usd"] is None for r in rows)
     r = httpx.get(gateway.url + "/v1/responses/..%2Fetc", headers={"X-Lectr-Key": key})
     assert r.status_code == 404
+
+
+def test_responses_on_azure_use_the_v1_path(gateway: Gateway, mock: Mock) -> None:
+    key = gateway.create_org("azure-responses")
+    gateway.cli(
+        "orgs", "azure", "azure-responses", "--endpoint", f"{mock.url}/", "--api-version", "2024-10-21"
+    )
+    f = tag()
+    client = oa(
+        gateway.url + "/v1", **{"X-Lectr-Key": key, "X-Lectr-Provider": "azure", "X-Lectr-Feature": f}
+    )
+    deadline = time.monotonic() + 10
+    while True:  # the new org reaches the gateway with the next control snapshot
+        try:
+            out = client.responses.create(model="my-deployment", input=INPUT)  # type: ignore[arg-type]
+            break
+        except openai.AuthenticationError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    assert out.output_text == "Hello from the mock provider"
+    req = mock.requests()[-1]
+    assert (req["path"], req["query"]) == ("/openai/v1/responses", "")
+    h = mock_headers(req)
+    assert h["api-key"] == PROVIDER_KEY and "authorization" not in h
+    rec = one_record(gateway, f)
+    assert (rec["provider"], rec["endpoint"], rec["status_code"]) == ("azure", "/v1/responses", 200)
+    assert rec["prompt_tokens"] == out.usage.input_tokens  # type: ignore[union-attr]
+    assert rec["cost_usd"] is None  # a deployment name is not a priced model: unpriced, never 0
 
 
 def test_responses_unsupported_provider_is_a_clear_400(gateway: Gateway, mock: Mock, key: str) -> None:
@@ -337,3 +367,66 @@ def test_messages_stream_cut_midway_raises_in_the_sdk(gateway: Gateway, mock: Mo
     assert rec["error_category"] == "stream_interrupted"
     # Usage seen before the break is kept (input known from message_start).
     assert rec["prompt_tokens"] is not None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_is_estimated_when_the_provider_reports_none(
+    gateway: Gateway, mock: Mock, key: str, stream: bool
+) -> None:
+    h = {"x-mock-no-usage": "1"}
+    _, via_oa, f1 = responses_clients(gateway, mock, key, **h)
+    if stream:
+        for _ in via_oa.responses.create(model="gpt-4o", input=INPUT, stream=True):  # type: ignore[arg-type]
+            pass
+    else:
+        via_oa.responses.create(model="gpt-4o", input=INPUT)  # type: ignore[arg-type]
+    _, via_an, f2 = messages_clients(gateway, mock, key, **h)
+    if stream:
+        # (The anthropic SDK's stream helper needs the usage that real streams
+        # always carry, so this one is read raw.)
+        body = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MSG, "stream": True}
+        raw = raw_stream(
+            gateway.url + "/v1/messages", body, **{"X-Lectr-Key": key, "X-Lectr-Feature": f2, **h}
+        )
+        assert raw.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    else:
+        via_an.messages.create(model="claude-sonnet-4", max_tokens=8, messages=MSG)  # type: ignore[arg-type]
+    for f in (f1, f2):
+        rec = one_record(gateway, f)
+        assert rec["token_source"] == "estimated", rec
+        # "hello there" and the mock's five words: never a silent zero.
+        assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] == 5, rec
+        assert rec["cost_usd"] > 0
+
+
+def test_a_stream_cut_mid_event_still_ends_with_a_clean_error(gateway: Gateway, mock: Mock, key: str) -> None:
+    """The half event the provider sent before breaking never reaches the
+    client, so the error event is parsed as such (not glued onto it)."""
+    h = {"x-mock-reset-after": "2", "x-mock-reset-partial": "1"}
+    _, via_an, f = messages_clients(gateway, mock, key, **h)
+
+    def consume_messages() -> None:
+        with via_an.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MSG) as s:  # type: ignore[arg-type]
+            for _ in s:
+                pass
+
+    with pytest.raises(anthropic.APIStatusError) as e:
+        consume_messages()
+    assert e.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert one_record(gateway, f)["error_category"] == "stream_interrupted"
+
+    _, via_oa, _ = responses_clients(gateway, mock, key, **h)
+
+    def consume_responses() -> None:
+        for _ in via_oa.responses.create(model="gpt-4o", input=INPUT, stream=True):  # type: ignore[arg-type]
+            pass
+
+    with pytest.raises(openai.APIError) as e2:
+        consume_responses()
+    assert e2.value.code == "stream_interrupted"  # type: ignore[attr-defined]
+    body = {"model": "gpt-4o", "input": INPUT, "stream": True}
+    raw = raw_stream(gateway.url + "/v1/responses", body, **{"X-Lectr-Key": key, **h})
+    # Whole events only, then the error event.
+    events = raw.split(b"\n\n")
+    assert events[-1] == b"" and events[-2].startswith(b"event: error\ndata: {")
+    assert all(ev.startswith(b"event: response.") for ev in events[:-2])
