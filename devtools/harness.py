@@ -1,5 +1,6 @@
-"""Real processes on free ports for the tests and benchmarks: the mock provider and the
-gateway (`lectr serve`), each started as a user would and polled until ready."""
+"""The mock provider and `lectr serve` as subprocesses on free ports, for tests and benchmarks.
+
+Each is started as a user would start it and polled until ready."""
 
 from __future__ import annotations
 

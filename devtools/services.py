@@ -1,7 +1,8 @@
-"""Throwaway servers for tests, benchmarks and the dev stack: PostgreSQL,
-Redis, Prometheus and nginx on free ports of 127.0.0.1, each in a folder of
-its own, ready when the constructor returns, stopped by `stop()`/`destroy()`.
-Missing programs are installed from Debian's packages (devtools.install)."""
+"""Throwaway PostgreSQL, Redis, Prometheus and nginx for tests, benchmarks and the dev stack.
+
+Each runs on a free port of 127.0.0.1 in a folder of its own, is ready when
+its constructor returns and is stopped by `stop()`/`destroy()`. Missing
+programs are installed from Debian's packages (devtools.install)."""
 
 from __future__ import annotations
 
