@@ -72,6 +72,14 @@ def provider_category(status: int) -> str:
     return "bad_request"
 
 
+def stream_error_event(reason: str) -> bytes:
+    """The SSE event that ends a broken chat-completions stream in place of
+    `data: [DONE]`: the OpenAI error shape, which the SDKs raise on. The
+    leading blank line ends an event the provider left half-sent."""
+    err = errors.StreamInterrupted(f"the provider's stream broke off: {reason}")
+    return b"\n\ndata: " + err.body() + b"\n\n"
+
+
 class Exchange:
     """What is learned about one request as it goes; becomes its Record."""
 
@@ -363,7 +371,16 @@ class Proxy:
         ]
 
     async def _stream(self, proto: Any, resp: Response, ex: Exchange) -> None:
-        transport = proto.response_stream(resp.status, resp.headers)
+        headers = resp.headers
+        length = resp.declared_length
+        if length is not None and not resp.is_sse:
+            # A body that breaks off must reach the client as broken: granian
+            # cuts the connection when a response ends short of its
+            # content-length, but ends a chunked one cleanly. (An SSE body
+            # may be edited by the usage tap, so its length is not the
+            # provider's; it ends with an error event instead.)
+            headers = [*headers, ("content-length", str(length))]
+        transport = proto.response_stream(resp.status, headers)
         # A client that goes away closes the upstream read, which ends the loop.
         watcher = asyncio.ensure_future(proto.client_disconnect())
         watcher.add_done_callback(lambda _: resp.close())
@@ -378,9 +395,15 @@ class Proxy:
                 ex.mark_first_byte()
                 await transport.send_bytes(chunk)
         except _core.UpstreamError as e:
-            # Bytes may already be with the client: no retry, the stream just ends.
+            # Bytes may already be with the client: no retry. The stream ends
+            # as an error the client sees, never as a clean success.
             ex.error_category, ex.error_source = "stream_interrupted", "network"
             log.warning("upstream %s stream broke after the first byte: %s", ex.provider, type(e).__name__)
+            if resp.is_sse:
+                try:
+                    await transport.send_bytes(stream_error_event(str(e)))
+                except Exception:
+                    client_gone = True
         except Exception as e:
             # granian raises when writing to a client that has gone.
             client_gone = True

@@ -241,6 +241,11 @@ class Response:
     def saw_done(self) -> bool:
         return self._reader.saw_done
 
+    @property
+    def declared_length(self) -> int | None:
+        """The body length the provider declared, None for chunked or until-close."""
+        return self._reader.declared_length
+
     def _release(self) -> None:
         """The message is over: the connection goes back to the pool or closes."""
         if self._done:

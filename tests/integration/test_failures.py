@@ -62,7 +62,9 @@ def test_stream_reset_after_first_byte_ends_stream_and_is_recorded(gateway: Gate
                 got += part
         except httpx.HTTPError:
             pass  # the stream is cut short, as the provider's was
-    assert got.count(b"data: ") == 2
+    # The provider's two events, then the gateway's error event, no [DONE].
+    assert got.count(b"data: ") == 3
+    assert b'"code":"stream_interrupted"' in got and b"[DONE]" not in got
     (rec,) = gateway.records(feature=feature)
     assert (rec["status_code"], rec["error_category"], rec["error_source"]) == (
         200,
@@ -89,7 +91,7 @@ def test_broken_streams_end_promptly_one_after_another(gateway: Gateway, key: st
                     got += part
         except httpx.RemoteProtocolError:
             pass  # an unterminated chunked body is how a broken stream may end
-        assert got.count(b"data: ") == 2
+        assert got.count(b"data: ") == 3  # two events, then the error event
 
 
 def test_client_disconnect_cancels_upstream_and_records_client_closed(

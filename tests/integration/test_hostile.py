@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Hostile
+from tests.harness import Gateway, Hostile, running
 from tests.integration.test_proxy import CHAT, headers, tag
 
 
@@ -113,3 +113,83 @@ def test_an_endless_sse_line_fails_the_stream_and_memory_returns(hgw: Gateway, u
     after = hgw.wait_rss_below(before + 20 * MIB)
     assert after <= before + 20 * MIB, f"worker RSS {before / MIB:.0f} -> {after / MIB:.0f} MiB"
     assert_serving(hgw)
+
+
+def last_event(raw: bytes) -> bytes:
+    events = [e for e in raw.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
+    return events[-1]
+
+
+@pytest.mark.parametrize("mode", ["truncate-sse", "reset-mid-stream"])
+def test_a_stream_cut_short_ends_with_an_error_event(hgw: Gateway, mode: str) -> None:
+    r, got, feature = send(hgw, mode, stream=True)
+    assert r.status_code == 200
+    assert got.count(b'"delta"') == 2  # what the provider did send went through
+    assert b"[DONE]" not in got
+    last = last_event(got)
+    assert last.startswith(b"data: ")
+    err = error_body(last.removeprefix(b"data: "))
+    assert (err["type"], err["code"]) == ("api_error", "stream_interrupted")
+    (rec,) = hgw.records(feature=feature)
+    assert (rec["status_code"], rec["error_category"], rec["error_source"]) == (
+        200,
+        "stream_interrupted",
+        "network",
+    )
+
+
+def test_the_openai_sdk_raises_on_a_stream_cut_short(hgw: Gateway) -> None:
+    import openai
+
+    client = openai.OpenAI(
+        base_url=hgw.url + "/v1",
+        api_key="sk-test",
+        default_headers={"X-Lectr-Key": hgw.key, "x-hostile": "truncate-sse"},  # type: ignore[attr-defined]
+        max_retries=0,
+    )
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    got: list[str | None] = []
+
+    def drain() -> None:
+        for chunk in stream:
+            got.extend(c.delta.content for c in chunk.choices)
+
+    with pytest.raises(openai.APIError) as info:
+        drain()
+    assert got == ["hi", " there"]
+    assert "stream broke off" in str(info.value)
+
+
+def test_a_json_body_over_the_buffer_cut_short_reaches_the_client_broken(
+    tmp_root: Path, hostile: Hostile
+) -> None:
+    import openai
+
+    with running(tmp_root, hostile, LECTR_MAX_BUFFERED_RESPONSE_BYTES="4096") as gw:
+        key = gw.create_org("o")
+        gw.start()
+        gw.key = key  # type: ignore[attr-defined]
+        # 100,000 bytes declared, 10,001 sent, then the provider closes.
+        r, got, feature = send(gw, "truncate-json", **{"x-hostile-size": "100000"})
+        assert r.status_code == 200
+        assert r.headers["content-length"] == "100000"
+        assert len(got) < 100000
+        (rec,) = gw.records(feature=feature)
+        assert rec["error_category"] == "stream_interrupted"
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.post(
+                gw.url + "/v1/chat/completions",
+                json=CHAT,
+                headers=headers(key, **{"x-hostile": "truncate-json", "x-hostile-size": "100000"}),
+            ).read()
+        client = openai.OpenAI(
+            base_url=gw.url + "/v1",
+            api_key="sk-test",
+            default_headers={"X-Lectr-Key": key, "x-hostile": "truncate-json", "x-hostile-size": "100000"},
+            max_retries=0,
+        )
+        with pytest.raises(openai.APIConnectionError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert_serving(gw)
