@@ -60,6 +60,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     connect_timeout: float = 5.0
     first_byte_timeout: float = 120.0
     idle_timeout: float = 120.0
+    # Whole-response deadline for a non-streamed body: a provider trickling
+    # bytes under the idle timeout must not hold a client for ever.
+    upstream_total_timeout: float = 600.0
     # Largest SSE event held while its end is awaited; past it the stream fails.
     sse_max_event_bytes: int = 4 * 1024 * 1024
     # Largest non-SSE response held whole; a bigger one streams through.
@@ -98,6 +101,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be at least 1024")
+        if self.upstream_total_timeout <= 0:
+            raise ConfigError("upstream_total_timeout must be a positive number of seconds")
         if self.sse_max_event_bytes < 1024:
             raise ConfigError("sse_max_event_bytes must be at least 1024")
         if self.max_buffered_response_bytes < 1024:

@@ -16,6 +16,10 @@ Response.next_chunk() -> what the reader decoded since the last call (idle timeo
 complete + keep-alive -> back to the pool; anything else closes the connection
 ```
 
+A non-SSE response also has a total deadline (`total_timeout`), so a
+provider trickling bytes under the idle timeout cannot hold a client for
+ever; an SSE stream runs as long as it keeps sending.
+
 Errors are the core's `UpstreamConnectError` / `UpstreamTimeout` /
 `UpstreamProtocolError`; their messages name the failure, never a header.
 """
@@ -64,6 +68,7 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "closed",
+        "deadline",
         "error",
         "idle_limit",
         "idle_since",
@@ -88,6 +93,8 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_data = 0.0
         self.idle_limit = 0.0
+        # When the whole response must be in (monotonic), 0 for none.
+        self.deadline = 0.0
 
     # --- asyncio.Protocol -------------------------------------------------
 
@@ -168,26 +175,34 @@ class _Conn(asyncio.Protocol):
         reader = self.reader
         if self.waiter is None or reader is None:
             return
+        now = time.monotonic()
+        if self.deadline and now >= self.deadline:
+            self.fail(_core.UpstreamTimeout("total"))
+            return
         if which == "first_byte" and reader.status == 0:
             self.fail(_core.UpstreamTimeout("first_byte"))
             return
-        quiet = time.monotonic() - self.last_data
+        quiet = now - self.last_data
         if quiet < self.idle_limit:
+            delay = self.idle_limit - quiet
+            if self.deadline:
+                delay = min(delay, self.deadline - now)
             loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(self.idle_limit - quiet, self._timed_out, "idle")
+            self.timer = loop.call_later(delay, self._timed_out, "idle")
             return
         self.fail(_core.UpstreamTimeout("idle"))
 
     async def wait(self, loop: asyncio.AbstractEventLoop, first_byte: float | None = None) -> None:
         """Until the reader has news for the caller, the connection fails, or
         a timeout runs out: `first_byte` seconds while the head is awaited,
-        else the connection's idle timeout."""
+        else the connection's idle timeout; never past the deadline."""
         fut: asyncio.Future[None] = loop.create_future()
         self.waiter = fut
-        if first_byte is None:
-            self.timer = loop.call_later(self.idle_limit, self._timed_out, "idle")
-        else:
-            self.timer = loop.call_later(first_byte, self._timed_out, "first_byte")
+        which = "idle" if first_byte is None else "first_byte"
+        delay = self.idle_limit if first_byte is None else first_byte
+        if self.deadline:
+            delay = max(0.0, min(delay, self.deadline - time.monotonic()))
+        self.timer = loop.call_later(delay, self._timed_out, which)
         try:
             await fut
         finally:
@@ -313,11 +328,13 @@ class Upstream:
         pool_max_idle_per_host: int = 512,
         max_buffered_body: int = 64 << 20,
         max_sse_event: int = 4 << 20,
+        total_timeout: float = 600.0,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
         self.max_sse_event = max_sse_event
+        self.total_timeout = total_timeout
         self.pool_idle_timeout = pool_idle_timeout
         self.pool_max_idle = pool_max_idle_per_host
         self.max_buffered_body = max_buffered_body
@@ -427,11 +444,14 @@ class Upstream:
             conn.reader = reader
             conn.error = None
             conn.idle_limit = self.idle_timeout
-            conn.last_data = time.monotonic()
+            conn.last_data = now = time.monotonic()
+            conn.deadline = now + self.total_timeout
             assert conn.transport is not None
             conn.transport.write(request)
             try:
                 await conn.wait(loop, self.first_byte_timeout)
+                if reader.is_sse:
+                    conn.deadline = 0.0  # a stream runs as long as it keeps sending
                 while reader.phase == _PENDING:
                     # Head in, a JSON body still arriving.
                     await conn.wait(loop)

@@ -5,6 +5,7 @@ the gateway keeps serving, the request is recorded, and memory comes back."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,4 +193,23 @@ def test_a_json_body_over_the_buffer_cut_short_reaches_the_client_broken(
         )
         with pytest.raises(openai.APIConnectionError):
             client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert_serving(gw)
+
+
+def test_a_trickled_json_body_meets_the_total_deadline(tmp_root: Path, hostile: Hostile) -> None:
+    # One byte every 0.5 s never trips the 1 s idle timeout; the 2 s total does.
+    env = {"LECTR_IDLE_TIMEOUT": "1", "LECTR_UPSTREAM_TOTAL_TIMEOUT": "2"}
+    with running(tmp_root, hostile, **env) as gw:
+        gw.key = gw.create_org("o")  # type: ignore[attr-defined]
+        gw.start()
+        start = time.monotonic()
+        r, body, feature = send(gw, "trickle", **{"x-hostile-interval": "0.5"})
+        elapsed = time.monotonic() - start
+        assert r.status_code == 504
+        err = error_body(body)
+        assert (err["type"], err["code"]) == ("api_error", "provider_timeout")
+        assert "total" in err["message"]
+        assert 1.5 < elapsed < 10  # about the 2 s deadline: the provider would take 500 s
+        (rec,) = gw.records(feature=feature)
+        assert (rec["status_code"], rec["error_category"]) == (504, "provider_timeout")
         assert_serving(gw)
