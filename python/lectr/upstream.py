@@ -20,6 +20,10 @@ A non-SSE response also has a total deadline (`total_timeout`), so a
 provider trickling bytes under the idle timeout cannot hold a client for
 ever; an SSE stream runs as long as it keeps sending.
 
+A request is sent once. A pooled connection seen closing is replaced before
+any byte goes out, but once the request was handed to a connection it is
+never replayed, whatever happens next: the provider may have acted on it.
+
 Errors are the core's `UpstreamConnectError` / `UpstreamTimeout` /
 `UpstreamProtocolError`; their messages name the failure, never a header.
 """
@@ -433,42 +437,34 @@ class Upstream:
         loop = self.loop()
         t = self._target(url)
         request = _core.encode_request(method, t.target, t.host_header, headers, body, auth_style)
-        for attempt in range(2):
-            conn = self._take_idle(t.key)
-            reused = conn is not None
-            if conn is None:
-                conn = await self._connect(t, loop)
-            reader = _core.ResponseReader(
-                self.max_buffered_body, strip_usage, method == "HEAD", self.max_sse_event
-            )
-            conn.reader = reader
-            conn.error = None
-            conn.idle_limit = self.idle_timeout
-            conn.last_data = now = time.monotonic()
-            conn.deadline = now + self.total_timeout
-            assert conn.transport is not None
-            conn.transport.write(request)
-            try:
-                await conn.wait(loop, self.first_byte_timeout)
-                if reader.is_sse:
-                    conn.deadline = 0.0  # a stream runs as long as it keeps sending
-                while reader.phase == _PENDING:
-                    # Head in, a JSON body still arriving.
-                    await conn.wait(loop)
-            except _core.UpstreamProtocolError:
-                conn.reader = None
+        conn = self._take_idle(t.key)
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            if conn is not None:
                 conn.abort()
-                if reused and attempt == 0 and reader.received == 0:
-                    # The provider had closed the pooled connection before
-                    # our request reached it: once more on a new one.
-                    continue
-                raise
-            except BaseException:
-                conn.reader = None
-                conn.abort()
-                raise
-            return Response(reader, conn, self)
-        raise _core.UpstreamProtocolError("the provider closed the connection without a response")
+            conn = await self._connect(t, loop)
+        reader = _core.ResponseReader(
+            self.max_buffered_body, strip_usage, method == "HEAD", self.max_sse_event
+        )
+        conn.reader = reader
+        conn.error = None
+        conn.idle_limit = self.idle_timeout
+        conn.last_data = now = time.monotonic()
+        conn.deadline = now + self.total_timeout
+        assert conn.transport is not None
+        # From here on the request may have reached the provider: no retry.
+        conn.transport.write(request)
+        try:
+            await conn.wait(loop, self.first_byte_timeout)
+            if reader.is_sse:
+                conn.deadline = 0.0  # a stream runs as long as it keeps sending
+            while reader.phase == _PENDING:
+                # Head in, a JSON body still arriving.
+                await conn.wait(loop)
+        except BaseException:
+            conn.reader = None
+            conn.abort()
+            raise
+        return Response(reader, conn, self)
 
     def close(self) -> None:
         """Close every idle connection."""

@@ -213,3 +213,18 @@ def test_a_trickled_json_body_meets_the_total_deadline(tmp_root: Path, hostile: 
         (rec,) = gw.records(feature=feature)
         assert (rec["status_code"], rec["error_category"]) == (504, "provider_timeout")
         assert_serving(gw)
+
+
+def test_a_post_the_provider_read_and_dropped_is_not_sent_again(hgw: Gateway, hostile: Hostile) -> None:
+    # A good request first leaves a keep-alive connection in the pool; the
+    # provider reads the next request on it and closes without a byte. It may
+    # have acted on it: the gateway must answer 502, never replay it.
+    for _ in range(3):
+        assert send(hgw, "ok")[0].status_code == 200
+        rid = tag()
+        r, body, feature = send(hgw, "close-after-read", **{"x-hostile-id": rid})
+        assert r.status_code == 502
+        assert error_body(body)["code"] == "provider_unreachable"
+        assert hostile.received(rid) == 1
+        (rec,) = hgw.records(feature=feature)
+        assert (rec["status_code"], rec["error_category"]) == (502, "provider_unreachable")
