@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import os
 import ssl
 import time
 from urllib.parse import urlsplit
 
 from lectr import _core
 
+log = logging.getLogger("lectr.upstream")
 # What `ResponseReader.feed` returns.
 _PENDING, _STREAMING, _DONE = 0, 1, 2
 # Pause reading a provider's stream while this much waits for a slow client.
@@ -384,11 +387,15 @@ class Upstream:
         except TimeoutError:
             raise _core.UpstreamTimeout("connect") from None
         except ssl.SSLError as e:
-            raise _core.UpstreamConnectError(f"TLS handshake with {t.host} failed: {e.reason}") from None
+            # The client is told what failed, not where: the provider's host
+            # and port are the operator's business, so only the log has them.
+            log.warning("TLS handshake with %s:%s failed: %s", t.host, t.port, e.reason)
+            raise _core.UpstreamConnectError(f"TLS handshake failed: {e.reason}") from None
         except OSError as e:
-            raise _core.UpstreamConnectError(
-                f"cannot connect to {t.host}:{t.port}: {e.strerror or type(e).__name__}"
-            ) from None
+            # From the errno: asyncio's strerror can hold the address.
+            reason = os.strerror(e.errno) if e.errno else type(e).__name__
+            log.warning("cannot connect to %s:%s: %s", t.host, t.port, reason)
+            raise _core.UpstreamConnectError(f"cannot connect: {reason}") from None
         return conn
 
     def _take_idle(self, key: tuple[bool, str, int]) -> _Conn | None:

@@ -25,6 +25,8 @@ def test_connect_refused_is_502_and_recorded(tmp_root: Path, mock: Mock) -> None
         err = error_of(r)
         assert err["code"] == "provider_unreachable"
         assert "groq" in err["message"]
+        # Where the provider lives is the operator's business, not the client's.
+        assert "127.0.0.1" not in err["message"] and str(dead) not in err["message"]
         (rec,) = gw.records(feature=feature)
         assert (rec["status_code"], rec["error_category"], rec["error_source"]) == (
             502,
