@@ -228,3 +228,55 @@ def test_a_post_the_provider_read_and_dropped_is_not_sent_again(hgw: Gateway, ho
         assert hostile.received(rid) == 1
         (rec,) = hgw.records(feature=feature)
         assert (rec["status_code"], rec["error_category"]) == (502, "provider_unreachable")
+
+
+# mode, stream, status the client gets, error code it sees / category recorded
+MODES = [
+    ("bad-head", False, 502, "provider_bad_response"),
+    ("bad-head", True, 502, "provider_bad_response"),
+    ("bad-length", False, 502, "provider_bad_response"),
+    ("bad-chunk", False, 502, "provider_bad_response"),
+    ("bad-chunk", True, 502, "provider_bad_response"),
+    ("reset-before-head", False, 502, "provider_unreachable"),
+    ("reset-before-head", True, 502, "provider_unreachable"),
+    ("reset-mid-head", False, 502, "provider_unreachable"),
+    ("reset-mid-body", False, 502, "provider_unreachable"),
+    ("close-after-read", False, 502, "provider_unreachable"),
+    ("truncate-json", False, 502, "provider_unreachable"),
+    ("truncate-sse", True, 200, "stream_interrupted"),
+    ("reset-mid-stream", True, 200, "stream_interrupted"),
+    ("endless-line", True, 200, "stream_interrupted"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "stream", "status", "code"), MODES, ids=[f"{m[0]}-{'sse' if m[1] else 'json'}" for m in MODES]
+)
+def test_each_hostile_mode_is_a_clear_error_and_nothing_is_lost(
+    hgw: Gateway, hostile: Hostile, mode: str, stream: bool, status: int, code: str
+) -> None:
+    assert_serving(hgw)
+    before = hgw.worker_rss()
+    rid = tag()
+    r, body, feature = send(hgw, mode, stream=stream, usage=True, **{"x-hostile-id": rid})
+    assert r.status_code == status, body[:300]
+    err = error_body(body if status != 200 else last_event(body).removeprefix(b"data: "))
+    assert err["code"] == code
+    assert b"[DONE]" not in body
+    assert hostile.received(rid) == 1  # never replayed
+    (rec,) = hgw.records(feature=feature)
+    assert (rec["status_code"], rec["error_category"]) == (status, code)
+    assert_serving(hgw)
+    after = hgw.wait_rss_below(before + 20 * MIB)
+    assert after <= before + 20 * MIB, f"worker RSS {before / MIB:.0f} -> {after / MIB:.0f} MiB"
+
+
+def test_absurd_usage_is_answered_and_recorded(hgw: Gateway) -> None:
+    r, body, feature = send(hgw, "absurd-usage")
+    assert r.status_code == 200
+    assert json.loads(body)["usage"]["prompt_tokens"] == 2**70  # passed on as the provider sent it
+    (rec,) = hgw.records(feature=feature)
+    assert rec["status_code"] == 200
+    # Never stored as the provider's count: 2^70 does not fit the record.
+    assert rec["token_source"] != "provider" or (rec["prompt_tokens"] or 0) < 2**63
+    assert_serving(hgw)
