@@ -4,6 +4,7 @@ the gateway keeps serving, the request is recorded, and memory comes back."""
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from collections.abc import Iterator
@@ -280,3 +281,58 @@ def test_absurd_usage_is_answered_and_recorded(hgw: Gateway) -> None:
     # Never stored as the provider's count: 2^70 does not fit the record.
     assert rec["token_source"] != "provider" or (rec["prompt_tokens"] or 0) < 2**63
     assert_serving(hgw)
+
+
+SOAK_SECONDS = 20.0
+
+
+def test_soak_mixed_hostile_and_good_traffic(hgw: Gateway) -> None:
+    """Bounded: SOAK_SECONDS of four concurrent clients, every other request a
+    good one (JSON or SSE), the rest cycling through the hostile modes (the
+    endless line at 8 MiB)."""
+    import itertools
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert_serving(hgw)
+    start_rss = hgw.worker_rss()
+    deadline = time.monotonic() + SOAK_SECONDS
+    ok, ok_sse = ("ok", False, 200, ""), ("ok", True, 200, "")
+    plan = itertools.cycle([m for bad in MODES for m in (ok, bad, ok_sse)])
+    lock = threading.Lock()
+    failures: list[str] = []
+    good: list[str] = []
+    sent: list[str] = []
+
+    def client() -> None:
+        while time.monotonic() < deadline:
+            with lock:
+                mode, stream, status, _ = next(plan)
+            extra = {"x-hostile-size": str(8 * MIB)} if mode == "endless-line" else {}
+            r, body, feature = send(hgw, mode, stream=stream, usage=True, **extra)
+            sent.append(feature)
+            if r.status_code != status:
+                failures.append(f"{mode}: {r.status_code}")
+            elif mode == "ok":
+                complete = body.rstrip().endswith(b"[DONE]") if stream else b'"choices"' in body
+                if not complete:
+                    failures.append(f"ok{'-sse' if stream else ''}: incomplete body")
+                good.append(feature)
+
+    with ThreadPoolExecutor(4) as pool:
+        for f in [pool.submit(client) for _ in range(4)]:
+            f.result()
+    assert not failures, failures[:10]
+    assert httpx.get(hgw.url + "/healthz", timeout=5).status_code == 200
+    stored: collections.Counter[str] = collections.Counter()
+    wait_until = time.monotonic() + 30
+    while time.monotonic() < wait_until:
+        stored = collections.Counter(r["feature"] for r in hgw.records(expect=0))
+        if all(stored[f] for f in sent):
+            break
+        time.sleep(0.1)
+    assert [f for f in sent if stored[f] != 1] == []  # every request recorded, once
+    assert len(good) > 10
+    after = hgw.wait_rss_below(start_rss + 20 * MIB)
+    assert after <= start_rss + 20 * MIB, f"worker RSS {start_rss / MIB:.0f} -> {after / MIB:.0f} MiB"
+    print(f"soak: {len(sent)} requests, {len(good)} good, RSS {start_rss / MIB:.1f} -> {after / MIB:.1f} MiB")
