@@ -401,7 +401,8 @@ class Proxy:
             log.warning("upstream %s stream broke after the first byte: %s", ex.provider, type(e).__name__)
             if resp.is_sse:
                 try:
-                    await transport.send_bytes(stream_error_event(str(e)))
+                    reason = f"{e} timeout" if isinstance(e, _core.UpstreamTimeout) else str(e)
+                    await transport.send_bytes(stream_error_event(reason))
                 except Exception:
                     client_gone = True
         except Exception as e:
