@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 # Reuse Rust build output across clones and CI runs (release builds are slow).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/lectr/target
 
-.PHONY: run install dev test lint test-rust test-py fmt clean stack bench
+.PHONY: run install dev test lint test-rust test-py fmt clean stack bench image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,13 @@ run: install
 ## The deploy/compose.yaml topology without containers: PostgreSQL, Redis, two
 ## gateways behind nginx, Prometheus, on free ports; prints the URLs, Ctrl-C stops.
 stack: install
-	$(BIN)/lectr dev-stack
+	$(BIN)/python -m devtools.stack
+
+## The gateway image lectr:local from deploy/Dockerfile (docs/deploy.md): from
+## local Debian bases, made when missing (LECTR_BASES=hub: the hub images);
+## installs docker.io and starts a daemon for the build when none answers.
+image:
+	deploy/image.sh lectr:local
 
 install: $(BIN)/python
 	$(BIN)/pip install -q .
@@ -36,6 +42,7 @@ lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test-rust:
 	cargo test -q

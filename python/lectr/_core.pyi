@@ -60,7 +60,9 @@ class ResponseReader:
         strip_usage: bool = False,
         head_request: bool = False,
         max_event: int = 4 << 20,
-    ) -> None: ...
+        protocol: str = "chat",
+    ) -> None:
+        """`protocol`: "chat", "responses" (OpenAI) or "messages" (Anthropic)."""
     def feed(self, data: bytes) -> int:
         """0 nothing to hand on, 1 head known and body streaming, 2 complete."""
     def eof(self) -> int:
@@ -96,7 +98,11 @@ class ResponseReader:
     def usage(self) -> tuple[int | None, int | None, int] | None:
         """(prompt, completion, cached) as the provider reported, or None."""
     @property
-    def saw_done(self) -> bool: ...
+    def saw_done(self) -> bool:
+        """`data: [DONE]`, or the Responses / Messages terminal event, arrived."""
+    @property
+    def usage_extra(self) -> tuple[int, int] | None:
+        """(cache_write, reasoning) tokens of a Responses / Messages response."""
     def completion_source(self) -> tuple[bytes, bool]:
         """Retained SSE deltas (True) or the buffered body (False)."""
 

@@ -9,7 +9,9 @@ LectrError                          (status, type, code, source)
  ├── InvalidRequest                 400 invalid_request_error invalid_request
  ├── InvalidProvider                400 invalid_request_error invalid_provider
  ├── AzureConfigMissing             400 invalid_request_error azure_config_missing
+ ├── UnsupportedEndpoint            400 invalid_request_error unsupported_endpoint
  ├── RequestTooLarge                413 invalid_request_error request_too_large
+ ├── ClientClosed                   499 invalid_request_error client_closed  (client left mid-body)
  ├── NotFound                       404 invalid_request_error not_found
  ├── MethodNotAllowed               405 invalid_request_error method_not_allowed
  ├── AdminAuthRequired              401 authentication_error admin_auth_required
@@ -101,8 +103,19 @@ class AzureConfigMissing(LectrError):
     status, type, code = 400, "invalid_request_error", "azure_config_missing"
 
 
+class UnsupportedEndpoint(LectrError):
+    status, type, code = 400, "invalid_request_error", "unsupported_endpoint"
+
+
 class RequestTooLarge(LectrError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class ClientClosed(LectrError):
+    """The client hung up before its request body was complete; recorded as
+    499 like a stream the client abandoned (nobody is left to read an answer)."""
+
+    status, type, code, source = 499, "invalid_request_error", "client_closed", "client"
 
 
 class NotFound(LectrError):

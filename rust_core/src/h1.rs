@@ -12,6 +12,7 @@ use pyo3::types::PyBytes;
 
 use crate::errors::{UpstreamBadResponse, UpstreamProtocolError};
 use crate::headers::{AuthStyle, client_response_headers, upstream_request_headers};
+use crate::protocols::{EventTap, Protocol, Tokens, body_tokens};
 use crate::tokens;
 use crate::usage::{StreamTap, Usage, body_usage};
 
@@ -159,6 +160,13 @@ pub struct ResponseReader {
     out: Vec<u8>,
     usage: Option<Usage>,
     received: u64,
+    /// The endpoint's protocol: which tap reads an SSE body and how a JSON
+    /// body's usage is read.
+    protocol: Protocol,
+    /// The Responses / Messages tap (instead of `tap`).
+    events: Option<EventTap>,
+    /// Usage of a Responses / Messages response, normalised.
+    tokens: Option<Tokens>,
 }
 
 impl ResponseReader {
@@ -190,7 +198,16 @@ impl ResponseReader {
             out: Vec::new(),
             usage: None,
             received: 0,
+            protocol: Protocol::Chat,
+            events: None,
+            tokens: None,
         }
+    }
+
+    /// The same reader for a response of `protocol`.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Consume bytes from the connection.
@@ -310,7 +327,10 @@ impl ResponseReader {
                 Framing::Close
             };
             self.keep_alive = !close;
-            if sse {
+            if sse && self.protocol != Protocol::Chat {
+                self.events = Some(EventTap::new(self.protocol));
+                self.phase = Phase::Streaming;
+            } else if sse {
                 self.tap = Some(StreamTap::new(self.strip_usage));
                 self.phase = Phase::Streaming;
             } else {
@@ -442,6 +462,18 @@ impl ResponseReader {
             }
             return Ok(());
         }
+        if let Some(ev) = self.events.as_mut() {
+            ev.feed(bytes);
+            self.tokens = ev.usage;
+            self.out.extend_from_slice(bytes);
+            if ev.pending_len() > self.max_event {
+                return Err(format!(
+                    "an SSE event from the provider exceeds {} bytes",
+                    self.max_event
+                ));
+            }
+            return Ok(());
+        }
         match self.tap.as_mut() {
             Some(tap) => {
                 match tap.feed(bytes) {
@@ -465,7 +497,12 @@ impl ResponseReader {
 
     /// The message is complete.
     fn finish(&mut self) {
-        if let Some(tap) = self.tap.as_mut() {
+        if let Some(ev) = self.events.as_mut() {
+            ev.finish();
+            self.tokens = ev.usage;
+        } else if self.buffering && self.protocol != Protocol::Chat {
+            self.tokens = body_tokens(self.protocol, &self.body);
+        } else if let Some(tap) = self.tap.as_mut() {
             let rest = tap.finish();
             self.out.extend_from_slice(&rest);
             if let Some(u) = tap.usage {
@@ -488,11 +525,21 @@ impl ResponseReader {
     /// A reader for one response. `max_buffered`: largest non-SSE body held
     /// whole; `strip_usage`: remove usage the gateway asked for from an SSE
     /// stream; `head_request`: the request was HEAD.
-    /// `max_event`: largest SSE event held before the stream fails.
+    /// `max_event`: largest SSE event held before the stream fails;
+    /// `protocol`: `chat`, `responses` or `messages`.
     #[new]
-    #[pyo3(signature = (max_buffered=64 << 20, strip_usage=false, head_request=false, max_event=DEFAULT_MAX_EVENT))]
-    fn new(max_buffered: usize, strip_usage: bool, head_request: bool, max_event: usize) -> Self {
-        Self::create(max_buffered, strip_usage, head_request, max_event)
+    #[pyo3(signature = (max_buffered=64 << 20, strip_usage=false, head_request=false, max_event=DEFAULT_MAX_EVENT, protocol="chat"))]
+    fn new(
+        max_buffered: usize,
+        strip_usage: bool,
+        head_request: bool,
+        max_event: usize,
+        protocol: &str,
+    ) -> PyResult<Self> {
+        let p = Protocol::parse(protocol).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("unknown protocol {protocol:?}"))
+        })?;
+        Ok(Self::create(max_buffered, strip_usage, head_request, max_event).with_protocol(p))
     }
 
     /// Feed received bytes; returns 0 (nothing to hand on yet), 1 (head
@@ -600,19 +647,34 @@ impl ResponseReader {
     /// Usage the provider reported: `(prompt, completion, cached)` or None.
     #[getter]
     fn usage(&self) -> Option<(Option<u64>, Option<u64>, u64)> {
+        if self.protocol != Protocol::Chat {
+            return self.tokens.map(|t| (t.prompt, t.completion, t.cached));
+        }
         self.usage
             .map(|u| (u.prompt_tokens, u.completion_tokens, u.cached()))
     }
 
-    /// Whether an SSE stream carried `data: [DONE]`.
+    /// Whether an SSE stream carried `data: [DONE]` (for Responses and
+    /// Messages: the protocol's terminal event).
     #[getter]
     fn saw_done(&self) -> bool {
         self.tap.as_ref().is_some_and(|t| t.saw_done)
+            || self.events.as_ref().is_some_and(|t| t.saw_end)
+    }
+
+    /// Cache-write and reasoning tokens the provider reported (Responses
+    /// and Messages; None for chat or when no usage was reported).
+    #[getter]
+    fn usage_extra(&self) -> Option<(u64, u64)> {
+        self.tokens.map(|t| (t.cache_write, t.reasoning))
     }
 
     /// What a completion estimate reads: the retained SSE deltas, or the
     /// buffered body, and which of the two it is.
     fn completion_source<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, bool) {
+        if let Some(ev) = self.events.as_ref() {
+            return (PyBytes::new(py, ev.retained()), true);
+        }
         match self.tap.as_ref() {
             Some(t) => (PyBytes::new(py, t.retained()), true),
             None => (PyBytes::new(py, &self.body), false),
@@ -760,6 +822,47 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), events);
             assert_eq!(r.usage.unwrap().completion_tokens, Some(1));
         }
+    }
+
+    #[test]
+    fn protocol_readers_pass_bytes_and_read_normalised_usage() {
+        let events = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":3,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\n\
+                      event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\n\
+                      event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+            events.len()
+        );
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT)
+            .with_protocol(Protocol::Messages);
+        r.push(head.as_bytes()).unwrap();
+        for piece in events.as_bytes().chunks(7) {
+            r.push(piece).unwrap();
+        }
+        assert_eq!(r.phase, Phase::Done);
+        assert_eq!(r.out, events.as_bytes());
+        let t = r.tokens.unwrap();
+        assert_eq!(
+            (t.prompt, t.completion, t.cached, t.cache_write),
+            (Some(10), Some(4), 3, 2)
+        );
+        assert!(r.events.as_ref().unwrap().saw_end);
+
+        let body = br#"{"object":"response","usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":4},"output_tokens":3,"output_tokens_details":{"reasoning_tokens":2}}}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT)
+            .with_protocol(Protocol::Responses);
+        r.push(head.as_bytes()).unwrap();
+        r.push(body).unwrap();
+        assert!(r.body_complete());
+        let t = r.tokens.unwrap();
+        assert_eq!(
+            (t.prompt, t.completion, t.cached, t.reasoning),
+            (Some(9), Some(3), 4, 2)
+        );
     }
 
     #[test]
