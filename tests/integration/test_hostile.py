@@ -122,7 +122,7 @@ def last_event(raw: bytes) -> bytes:
     return events[-1]
 
 
-@pytest.mark.parametrize("mode", ["truncate-sse", "reset-mid-stream"])
+@pytest.mark.parametrize("mode", ["truncate-sse", "reset-mid-stream", "sse-no-done", "sse-until-close"])
 def test_a_stream_cut_short_ends_with_an_error_event(hgw: Gateway, mode: str) -> None:
     r, got, feature = send(hgw, mode, stream=True)
     assert r.status_code == 200

@@ -459,8 +459,10 @@ class Proxy:
             while (chunk := await resp.next_chunk()) is not None:
                 ex.mark_first_byte()
                 await transport.send_bytes(chunk)
-            if ex.protocol != protocols.CHAT and resp.status < 400 and resp.is_sse and not resp.saw_done:
-                # Ended cleanly but without the protocol's terminal event.
+            if resp.status < 400 and resp.is_sse and not resp.saw_done:
+                # Ended cleanly but without the protocol's terminal event
+                # (`data: [DONE]` for chat): a stream framed by the connection
+                # that closed early looks just like this.
                 raise _core.UpstreamProtocolError("the stream ended before its final event")
         except _core.UpstreamError as e:
             # Bytes may already be with the client: no retry. The stream ends
