@@ -20,6 +20,8 @@ reset-mid-stream    an SSE head and two events, then a reset
 close-after-read    read the request, then close (FIN) without a byte
 truncate-json       content-length x-hostile-size (100), a tenth of it, then FIN
 truncate-sse        a chunked SSE head and two events, then FIN (no last chunk)
+sse-no-done         a chunked SSE stream of two events, properly ended, without `data: [DONE]`
+sse-until-close     an SSE stream framed by the connection (no length, not chunked): two events, FIN
 ```
 
 `GET /_hostile/stats` answers `{"requests": {id: n}, "total": n}`: how many
@@ -202,6 +204,11 @@ async def _answer(
         w.write(_json_head(total) + b"{" + b" " * (total // 10))
     elif mode == "truncate-sse":
         w.write(SSE_HEAD + _chunk(_event("hi")) + _chunk(_event(" there")))
+    elif mode == "sse-no-done":
+        w.write(SSE_HEAD + _chunk(_event("hi")) + _chunk(_event(" there")) + b"0\r\n\r\n")
+    elif mode == "sse-until-close":
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        w.write(head + _event("hi") + _event(" there"))
     else:
         out = b'{"error": "unknown x-hostile mode"}'
         w.write(_json_head(len(out), b"400 Bad Request") + out)

@@ -23,6 +23,7 @@ LectrError                          (status, type, code, source)
  ├── PolicyUnavailable              503 api_error policy_unavailable  (fail-closed, Redis down)
  ├── ProviderUnreachable            502 api_error provider_unreachable   (network)
  ├── ProviderBadResponse            502 api_error provider_bad_response  (provider: not valid HTTP)
+ ├── StreamInterrupted              --- api_error stream_interrupted     (SSE error event, after the head)
  └── ProviderTimeout                504 api_error provider_timeout       (network)
 ```
 
@@ -166,6 +167,13 @@ class ProviderUnreachable(LectrError):
 
 class ProviderBadResponse(LectrError):
     status, type, code, source = 502, "api_error", "provider_bad_response", "provider"
+
+
+class StreamInterrupted(LectrError):
+    """Sent as the last SSE event of a stream the provider broke off (the
+    status, 200, is already with the client)."""
+
+    status, type, code, source = 502, "api_error", "stream_interrupted", "network"
 
 
 class ProviderTimeout(LectrError):

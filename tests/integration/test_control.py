@@ -172,7 +172,8 @@ def test_no_retry_after_first_byte(ctl: Gateway, mock: Mock, fb_org: tuple[str, 
                 got += part
         except httpx.HTTPError:
             pass
-    assert got.count(b"data: ") == 2
+    assert got.count(b"data: ") == 3  # two events, then the gateway's error event
+    assert b'"code":"stream_interrupted"' in got
     assert paths_since(mock, n) == ["/groq/openai/v1/chat/completions"]  # tried once, never the fallback
     (rec,) = ctl.records(feature=feature)
     assert (rec["error_category"], rec["fallback_used"], rec["provider"]) == (

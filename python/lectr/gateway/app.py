@@ -65,6 +65,8 @@ class App:
             first_byte_timeout=self.settings.first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
             max_sse_event=self.settings.sse_max_event_bytes,
+            total_timeout=self.settings.upstream_total_timeout,
+            max_buffered_body=self.settings.max_buffered_response_bytes,
         )
         prices = PriceTable.load(self.settings.prices_file)
         self.webhooks = WebhookSender(self.upstream, self.settings.budget_webhook_url)

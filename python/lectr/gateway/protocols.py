@@ -8,7 +8,7 @@ import re
 
 import msgspec
 
-from lectr.errors import LectrError
+from lectr.errors import LectrError, StreamInterrupted
 
 CHAT, RESPONSES, MESSAGES = "chat", "responses", "messages"
 
@@ -90,7 +90,9 @@ class _ResponsesErrorEvent(msgspec.Struct):
 
 def stream_error_event(protocol: str, message: str) -> bytes | None:
     """The SSE event that tells a client its stream broke, in the protocol's
-    own terms (None for chat completions, which has no error event)."""
+    own terms. Chat completions has none of its own: it gets the OpenAI error
+    shape as a data event in place of `data: [DONE]` (the SDKs raise on it),
+    after a blank line that ends an event the provider left half-sent."""
     if protocol == MESSAGES:
         body = _encode(_AnthropicError(_AnthropicDetail("api_error", message)))
         return b"event: error\ndata: " + body + b"\n\n"
@@ -98,4 +100,6 @@ def stream_error_event(protocol: str, message: str) -> bytes | None:
         detail = _ResponsesErrorDetail("server_error", "stream_interrupted", message)
         body = _encode(_ResponsesErrorEvent("error", "stream_interrupted", message, None, detail))
         return b"event: error\ndata: " + body + b"\n\n"
+    if protocol == CHAT:
+        return b"\n\ndata: " + StreamInterrupted(message).body() + b"\n\n"
     return None

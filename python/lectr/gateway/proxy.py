@@ -436,7 +436,16 @@ class Proxy:
         ]
 
     async def _stream(self, proto: Any, resp: Response, ex: Exchange) -> None:
-        transport = proto.response_stream(resp.status, resp.headers)
+        headers = resp.headers
+        length = resp.declared_length
+        if length is not None and not resp.is_sse:
+            # A body that breaks off must reach the client as broken: granian
+            # cuts the connection when a response ends short of its
+            # content-length, but ends a chunked one cleanly. (An SSE body
+            # may be edited by the usage tap, so its length is not the
+            # provider's; it ends with an error event instead.)
+            headers = [*headers, ("content-length", str(length))]
+        transport = proto.response_stream(resp.status, headers)
         # A client that goes away closes the upstream read, which ends the loop.
         watcher = asyncio.ensure_future(proto.client_disconnect())
         watcher.add_done_callback(lambda _: resp.close())
@@ -450,19 +459,22 @@ class Proxy:
             while (chunk := await resp.next_chunk()) is not None:
                 ex.mark_first_byte()
                 await transport.send_bytes(chunk)
-            if ex.protocol != protocols.CHAT and resp.status < 400 and resp.is_sse and not resp.saw_done:
-                # Ended cleanly but without the protocol's terminal event.
+            if resp.status < 400 and resp.is_sse and not resp.saw_done:
+                # Ended cleanly but without the protocol's terminal event
+                # (`data: [DONE]` for chat): a stream framed by the connection
+                # that closed early looks just like this.
                 raise _core.UpstreamProtocolError("the stream ended before its final event")
         except _core.UpstreamError as e:
             # Bytes may already be with the client: no retry. The stream ends
-            # with the protocol's error event, where it has one, so the
-            # client sees an error rather than a short answer.
+            # as an error the client sees, never as a clean success: the
+            # protocol's error event (OpenAI's error shape for chat).
             ex.error_category, ex.error_source = "stream_interrupted", "network"
             log.warning("upstream %s stream broke after the first byte: %s", ex.provider, type(e).__name__)
+            reason = f"{e} timeout" if isinstance(e, _core.UpstreamTimeout) else str(e)
             event = protocols.stream_error_event(
-                ex.protocol, f"the stream from {ex.provider} broke before it was complete"
+                ex.protocol, f"the stream from {ex.provider} broke off before it was complete: {reason}"
             )
-            if event is not None:
+            if event is not None and resp.is_sse:
                 try:
                     await transport.send_bytes(event)
                 except Exception as we:

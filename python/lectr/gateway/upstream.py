@@ -16,6 +16,14 @@ Response.next_chunk() -> what the reader decoded since the last call (idle timeo
 complete + keep-alive -> back to the pool; anything else closes the connection
 ```
 
+A non-SSE response also has a total deadline (`total_timeout`), so a
+provider trickling bytes under the idle timeout cannot hold a client for
+ever; an SSE stream runs as long as it keeps sending.
+
+A request is sent once. A pooled connection seen closing is replaced before
+any byte goes out, but once the request was handed to a connection it is
+never replayed, whatever happens next: the provider may have acted on it.
+
 Errors are the core's `UpstreamConnectError` / `UpstreamTimeout` /
 `UpstreamProtocolError`; their messages name the failure, never a header.
 """
@@ -24,12 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import os
 import ssl
 import time
 from urllib.parse import urlsplit
 
 from lectr import _core
 
+log = logging.getLogger("lectr.upstream")
 # What `ResponseReader.feed` returns.
 _PENDING, _STREAMING, _DONE = 0, 1, 2
 # Pause reading a provider's stream while this much waits for a slow client.
@@ -64,6 +75,7 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "closed",
+        "deadline",
         "error",
         "idle_limit",
         "idle_since",
@@ -88,6 +100,8 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_data = 0.0
         self.idle_limit = 0.0
+        # When the whole response must be in (monotonic), 0 for none.
+        self.deadline = 0.0
 
     # --- asyncio.Protocol -------------------------------------------------
 
@@ -168,26 +182,34 @@ class _Conn(asyncio.Protocol):
         reader = self.reader
         if self.waiter is None or reader is None:
             return
+        now = time.monotonic()
+        if self.deadline and now >= self.deadline:
+            self.fail(_core.UpstreamTimeout("total"))
+            return
         if which == "first_byte" and reader.status == 0:
             self.fail(_core.UpstreamTimeout("first_byte"))
             return
-        quiet = time.monotonic() - self.last_data
+        quiet = now - self.last_data
         if quiet < self.idle_limit:
+            delay = self.idle_limit - quiet
+            if self.deadline:
+                delay = min(delay, self.deadline - now)
             loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(self.idle_limit - quiet, self._timed_out, "idle")
+            self.timer = loop.call_later(delay, self._timed_out, "idle")
             return
         self.fail(_core.UpstreamTimeout("idle"))
 
     async def wait(self, loop: asyncio.AbstractEventLoop, first_byte: float | None = None) -> None:
         """Until the reader has news for the caller, the connection fails, or
         a timeout runs out: `first_byte` seconds while the head is awaited,
-        else the connection's idle timeout."""
+        else the connection's idle timeout; never past the deadline."""
         fut: asyncio.Future[None] = loop.create_future()
         self.waiter = fut
-        if first_byte is None:
-            self.timer = loop.call_later(self.idle_limit, self._timed_out, "idle")
-        else:
-            self.timer = loop.call_later(first_byte, self._timed_out, "first_byte")
+        which = "idle" if first_byte is None else "first_byte"
+        delay = self.idle_limit if first_byte is None else first_byte
+        if self.deadline:
+            delay = max(0.0, min(delay, self.deadline - time.monotonic()))
+        self.timer = loop.call_later(delay, self._timed_out, which)
         try:
             await fut
         finally:
@@ -245,6 +267,11 @@ class Response:
     @property
     def saw_done(self) -> bool:
         return self._reader.saw_done
+
+    @property
+    def declared_length(self) -> int | None:
+        """The body length the provider declared, None for chunked or until-close."""
+        return self._reader.declared_length
 
     def _release(self) -> None:
         """The message is over: the connection goes back to the pool or closes."""
@@ -313,11 +340,13 @@ class Upstream:
         pool_max_idle_per_host: int = 512,
         max_buffered_body: int = 64 << 20,
         max_sse_event: int = 4 << 20,
+        total_timeout: float = 600.0,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
         self.max_sse_event = max_sse_event
+        self.total_timeout = total_timeout
         self.pool_idle_timeout = pool_idle_timeout
         self.pool_max_idle = pool_max_idle_per_host
         self.max_buffered_body = max_buffered_body
@@ -363,11 +392,15 @@ class Upstream:
         except TimeoutError:
             raise _core.UpstreamTimeout("connect") from None
         except ssl.SSLError as e:
-            raise _core.UpstreamConnectError(f"TLS handshake with {t.host} failed: {e.reason}") from None
+            # The client is told what failed, not where: the provider's host
+            # and port are the operator's business, so only the log has them.
+            log.warning("TLS handshake with %s:%s failed: %s", t.host, t.port, e.reason)
+            raise _core.UpstreamConnectError(f"TLS handshake failed: {e.reason}") from None
         except OSError as e:
-            raise _core.UpstreamConnectError(
-                f"cannot connect to {t.host}:{t.port}: {e.strerror or type(e).__name__}"
-            ) from None
+            # From the errno: asyncio's strerror can hold the address.
+            reason = os.strerror(e.errno) if e.errno else type(e).__name__
+            log.warning("cannot connect to %s:%s: %s", t.host, t.port, reason)
+            raise _core.UpstreamConnectError(f"cannot connect: {reason}") from None
         return conn
 
     def _take_idle(self, key: tuple[bool, str, int]) -> _Conn | None:
@@ -418,39 +451,34 @@ class Upstream:
         loop = self.loop()
         t = self._target(url)
         request = _core.encode_request(method, t.target, t.host_header, headers, body, auth_style)
-        for attempt in range(2):
-            conn = self._take_idle(t.key)
-            reused = conn is not None
-            if conn is None:
-                conn = await self._connect(t, loop)
-            reader = _core.ResponseReader(
-                self.max_buffered_body, strip_usage, method == "HEAD", self.max_sse_event, protocol
-            )
-            conn.reader = reader
-            conn.error = None
-            conn.idle_limit = self.idle_timeout
-            conn.last_data = time.monotonic()
-            assert conn.transport is not None
-            conn.transport.write(request)
-            try:
-                await conn.wait(loop, self.first_byte_timeout)
-                while reader.phase == _PENDING:
-                    # Head in, a JSON body still arriving.
-                    await conn.wait(loop)
-            except _core.UpstreamProtocolError:
-                conn.reader = None
+        conn = self._take_idle(t.key)
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            if conn is not None:
                 conn.abort()
-                if reused and attempt == 0 and reader.received == 0:
-                    # The provider had closed the pooled connection before
-                    # our request reached it: once more on a new one.
-                    continue
-                raise
-            except BaseException:
-                conn.reader = None
-                conn.abort()
-                raise
-            return Response(reader, conn, self)
-        raise _core.UpstreamProtocolError("the provider closed the connection without a response")
+            conn = await self._connect(t, loop)
+        reader = _core.ResponseReader(
+            self.max_buffered_body, strip_usage, method == "HEAD", self.max_sse_event, protocol
+        )
+        conn.reader = reader
+        conn.error = None
+        conn.idle_limit = self.idle_timeout
+        conn.last_data = now = time.monotonic()
+        conn.deadline = now + self.total_timeout
+        assert conn.transport is not None
+        # From here on the request may have reached the provider: no retry.
+        conn.transport.write(request)
+        try:
+            await conn.wait(loop, self.first_byte_timeout)
+            if reader.is_sse:
+                conn.deadline = 0.0  # a stream runs as long as it keeps sending
+            while reader.phase == _PENDING:
+                # Head in, a JSON body still arriving.
+                await conn.wait(loop)
+        except BaseException:
+            conn.reader = None
+            conn.abort()
+            raise
+        return Response(reader, conn, self)
 
     def close(self) -> None:
         """Close every idle connection."""
