@@ -74,6 +74,7 @@ class App:
             lambda: self.writer.depth,
             lambda: msgspec.structs.asdict(self.writer.stats),
             self.settings.metrics_label_cap,
+            lambda: {"unavailable": self.policy.unavailable_events, "reseeded": self.policy.reseeds},
         )
         self.proxy = Proxy(
             self.settings,
@@ -210,6 +211,7 @@ class App:
             "control_version": self.control.snapshot.version,
             "writer": msgspec.structs.asdict(self.writer.stats)
             | {"depth": self.writer.depth, "process": self.writer.process},
+            "policy": {"unavailable": self.policy.unavailable_events, "reseeded": self.policy.reseeds},
         }
         proto.response_bytes(200 if storage == "ok" else 503, JSON_HEADERS, _encode(body))
 
