@@ -793,9 +793,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dash_prefix(argv: list[str]) -> list[str]:
+    """`keys revoke|rotate ORG PREFIX` where PREFIX starts with `-` (a key
+    created before prefixes were kept from doing so): argparse would take it
+    for an option, so end the options before it."""
+    for i in range(len(argv) - 3):
+        last = argv[i + 3]
+        if (
+            argv[i] == "keys"
+            and argv[i + 1] in ("revoke", "rotate")
+            and len(argv) == i + 4
+            and last.startswith("-")
+            and last not in ("-h", "--help")
+        ):
+            return [*argv[: i + 3], "--", last]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lectr` command."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_dash_prefix(sys.argv[1:] if argv is None else argv))
     flags: dict[str, Any] = {}
     if args.group == "serve":
         flags = {"host": args.host, "port": args.port, "workers": args.workers}
