@@ -210,7 +210,15 @@ class App:
             "storage": storage,
             "control_version": self.control.snapshot.version,
             "writer": msgspec.structs.asdict(self.writer.stats)
-            | {"depth": self.writer.depth, "process": self.writer.process},
+            | {
+                "depth": self.writer.depth,
+                "process": self.writer.process,
+                # On disk, so it survives restarts: what no replay will store.
+                "quarantine": {
+                    "records": self.writer.quarantine.count(),
+                    "folder": str(self.writer.quarantine.folder),
+                },
+            },
             "policy": {"unavailable": self.policy.unavailable_events, "reseeded": self.policy.reseeds},
         }
         proto.response_bytes(200 if storage == "ok" else 503, JSON_HEADERS, _encode(body))

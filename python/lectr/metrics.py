@@ -26,7 +26,7 @@ latency_targets                   state                               p95 target
 inflight_requests, inflight_streams                                   gauges, summed over workers
 writer_queue_depth                                                    gauge, summed over workers
 writer_records_total              outcome                             queued written retried spilled
-                                                                      replayed dropped
+                                                                      replayed dropped quarantined
 writer_failures_total                                                 failed batch writes
 policy_events_total               event                               unavailable (a counter call failed),
                                                                       reseeded (a budget counter missing at
@@ -95,7 +95,7 @@ REJECTIONS = ("rate_limit_exceeded", "budget_exceeded", "concurrent_streams_exce
 AUTH_CODES = ("missing_lectr_key", "invalid_lectr_key", "org_disabled")
 BUDGET_STATES = ("ok", "soft_exceeded", "hard_exceeded")
 LATENCY_STATES = ("within", "over", "no_data")
-WRITER_OUTCOMES = ("queued", "written", "retried", "spilled", "replayed", "dropped")
+WRITER_OUTCOMES = ("queued", "written", "retried", "spilled", "replayed", "dropped", "quarantined")
 UPSTREAM_OUTCOMES = (
     "success",
     "client_error",

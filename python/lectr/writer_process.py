@@ -29,7 +29,7 @@ import uvloop
 
 from lectr.config import SETTINGS_ENV, Settings, settings_from_env
 from lectr.types import Record
-from lectr.writer import RecordWriter, Spill, WriterStats
+from lectr.writer import Quarantine, RecordWriter, Spill, WriterStats
 
 log = logging.getLogger("lectr.writer")
 
@@ -90,6 +90,7 @@ class WriterProcess:
         self._own = WriterStats()  # queued and dropped here, spilled here when no child could
         self._restarts = 0
         self.spill = Spill(Path(settings.data_dir) / "spill")
+        self.quarantine = Quarantine(Path(settings.data_dir) / "quarantine")
 
     @property
     def depth(self) -> int:
