@@ -213,6 +213,7 @@ class App:
             | {
                 "depth": self.writer.depth,
                 "process": self.writer.process,
+                "spill": self.writer.spill.on_disk(),
                 # On disk, so it survives restarts: what no replay will store.
                 "quarantine": {
                     "records": self.writer.quarantine.count(),

@@ -160,6 +160,16 @@ class Spill:
                 files += 1
         return records, files
 
+    def on_disk(self) -> dict[str, object]:
+        """Spill files waiting for replay, by size (cheap enough for /readyz)."""
+        files = size = 0
+        if self.folder.is_dir():
+            for path in self.folder.glob("spill-*.jsonl"):
+                with contextlib.suppress(OSError):
+                    size += path.stat().st_size
+                    files += 1
+        return {"files": files, "bytes": size, "folder": str(self.folder)}
+
     def pending(self) -> list[Path]:
         """Spill files waiting for replay (not the one being appended to)."""
         if not self.folder.is_dir():
