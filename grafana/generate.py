@@ -28,7 +28,11 @@ PANELS_END = "<!-- panels:end -->"
 
 # Metrics `/metrics` exports that no panel shows, with the reason. The
 # Prometheus test fails on any exported metric neither panelled nor listed.
-UNPANELLED: dict[str, str] = {}
+UNPANELLED: dict[str, str] = {
+    # Added with issue 20 after the dashboard's last regeneration; rare
+    # events to alert on (increase > 0), also shown by /readyz.
+    "lectr_policy_events_total": "rare events for alerts and /readyz, not a panel",
+}
 
 DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 RI = "$__rate_interval"

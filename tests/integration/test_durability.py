@@ -149,5 +149,75 @@ def test_outage_then_sigterm_stores_every_answered_request(
     assert load.failed == 0
     assert load.served > 100
     assert writer["spilled"] > 0, writer  # the outage was long enough to spill
+    assert writer["spill"]["folder"].endswith("spill")
     assert stored(url) == load.served, log[-3000:]
     assert "records remain spilled" in log  # the exit report says how many are left, and where
+
+
+def _quarantined_metric(gw: Gateway) -> float:
+    for line in httpx.get(gw.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith('lectr_writer_records_total{outcome="quarantined"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return -1.0
+
+
+def test_a_bad_spilled_record_is_quarantined_and_the_rest_replayed(tmp_root: Path, mock: Mock) -> None:
+    """Issue 19, defect 3: a spill file holding 20 good records and one with
+    tokens = 2**64 used to fail its replay forever (nothing stored, /readyz
+    "ok" with nothing counted). Now the 20 are stored, the bad one is
+    quarantined and counted in /readyz and /metrics, and still shown after
+    a restart."""
+    import json
+    import sqlite3
+    import uuid
+
+    with running(tmp_root, mock) as gw:
+        gw.create_org("poison")
+        org_id = sqlite3.connect(gw.data_dir / "lectr.db").execute("SELECT id FROM orgs").fetchone()[0]
+        now = time.time()
+
+        def line(i: int, prompt: int) -> bytes:
+            r = {
+                "id": uuid.uuid4().hex,
+                "ts": now - i,
+                "org_id": org_id,
+                "endpoint": "/v1/chat/completions",
+                "provider": "openai",
+                "model_requested": "gpt-4o-mini",
+                "model_actual": "gpt-4o-mini",
+                "status_code": 200,
+                "latency_ms": 10.0,
+                "prompt_tokens": prompt,
+                "completion_tokens": 5,
+                "token_source": "provider",
+                "feature": "poison",
+            }
+            return json.dumps(r).encode() + b"\n"
+
+        spill = gw.data_dir / "spill"
+        spill.mkdir(parents=True)
+        body = (
+            b"".join(line(i, 10) for i in range(10))
+            + line(99, 2**64)
+            + b"".join(line(i, 10) for i in range(10, 20))
+        )
+        (spill / "spill-1-deadbeef.jsonl").write_bytes(body)
+        gw.start()
+        assert len(gw.records(timeout=20, expect=20, feature="poison")) == 20
+        deadline = time.monotonic() + 20
+        while (ready := httpx.get(gw.url + "/readyz", timeout=10).json())["writer"]["quarantined"] < 1:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.1)
+        assert ready["writer"]["quarantined"] == 1
+        assert ready["writer"]["quarantine"]["records"] == 1
+        deadline = time.monotonic() + 10
+        while _quarantined_metric(gw) != 1.0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        spilled = httpx.get(gw.url + "/readyz", timeout=10).json()["writer"]["spill"]
+        assert spilled["bytes"] == 0, spilled  # nothing left to replay
+        gw.stop()
+        gw.start()  # after a restart, the quarantine is still shown
+        ready = httpx.get(gw.url + "/readyz", timeout=10).json()
+        assert ready["writer"]["quarantine"]["records"] == 1
+        assert len(gw.records(expect=20, feature="poison")) == 20

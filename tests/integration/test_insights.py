@@ -94,7 +94,10 @@ def raw_figures(records: list[Record]) -> dict[str, Any]:
         "requests": n,
         "errors": sum(r.status_code >= 400 or r.error_category is not None for r in records),
         "cost": sum(r.cost_usd or 0 for r in records),
-        "unpriced": sum(r.cost_usd is None for r in records),
+        "unpriced": sum(
+            r.cost_usd is None and (r.prompt_tokens is not None or r.completion_tokens is not None)
+            for r in records
+        ),
         "prompt": sum(r.prompt_tokens or 0 for r in records),
         "completion": sum(r.completion_tokens or 0 for r in records),
         "cached": sum(r.cached_tokens or 0 for r in records),
@@ -185,14 +188,15 @@ async def test_upgrading_rolls_up_the_records_already_stored(store: Store) -> No
         return {t: sorted(await store._fetch(f"SELECT * FROM {t}", ())) for t in tables}  # type: ignore[attr-defined]
 
     by_writer = await dump()
-    # The database as it was before migration 0004: records, no insights.
+    # The database as it was before migration 0004: records, no insights
+    # (0006, the unpriced counts, is backfilled from the records too).
     await store._exec(  # type: ignore[attr-defined]
         [
             *((f"DROP TABLE {t}", ()) for t in (*tables, "insight_windows", "anomalies", "insights_state")),
-            ("DELETE FROM schema_migrations WHERE version = 4", ()),
+            ("DELETE FROM schema_migrations WHERE version IN (4, 6)", ()),
         ]
     )
-    assert await store.migrate() == [4]
+    assert await store.migrate() == [4, 6]
     by_migration = await dump()
     for t in tables:
         assert len(by_migration[t]) == len(by_writer[t])
@@ -620,3 +624,42 @@ def test_overview_recommendations_and_feed_over_the_api_and_cli(insights_gw: Gat
     ):
         assert path in doc["paths"]
     assert "Overview" in doc["components"]["schemas"]
+
+
+def _unpriced_series(gw: Gateway, org: str) -> float:
+    """The sum of lectr_unpriced_requests_total over the org's series in /metrics."""
+    total = 0.0
+    for line in httpx.get(gw.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("lectr_unpriced_requests_total{") and f'"{org}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _cli_unpriced(gw: Gateway, org: str) -> int:
+    out = gw.cli("overview", org)
+    return int(out.split(" unpriced)")[0].rsplit("(", 1)[1])
+
+
+def test_unpriced_counts_models_missing_from_prices_only(insights_gw: Gateway) -> None:
+    """Issue 20, defect 3: a failed request on a priced model is not unpriced
+    (it has no usage, hence no cost); a model missing from the price table
+    is. The admin overview, `lectr overview` and /metrics agree."""
+    gw = insights_gw
+    failing = api(gw, "POST", "/admin/orgs", json={"name": "unp-fail"}).json()["key"]
+    unknown = api(gw, "POST", "/admin/orgs", json={"name": "unp-model"}).json()["key"]
+    assert post(gw, failing, CHAT, **{"x-mock-status": "500"}).status_code == 500
+    body = {"model": "acme-finetune-unpriced", "messages": [{"role": "user", "content": "hi"}]}
+    assert post(gw, unknown, body).status_code == 200
+    for name, want in (("unp-fail", 0), ("unp-model", 1)):
+        org_id = api(gw, "GET", f"/admin/orgs/{name}").json()["id"]
+        rows = gw.records(expect=1, org_id=org_id)
+        assert len(rows) == 1
+        ov = api(gw, "GET", f"/admin/orgs/{name}/overview").json()
+        assert ov["totals"]["requests"] == 1
+        assert ov["totals"]["unpriced"] == want, (name, ov["totals"])
+        assert [b["unpriced"] for b in ov["by_model"]] == [want]
+        assert _cli_unpriced(gw, name) == want
+        deadline = time.monotonic() + 10
+        while _unpriced_series(gw, org_id) != want and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _unpriced_series(gw, org_id) == want, name

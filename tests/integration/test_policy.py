@@ -298,6 +298,9 @@ def test_redis_dying_fails_open_or_closed_without_hanging(
                     assert r.status_code == 200
                 else:
                     assert r.status_code == 503 and error_of(r)["code"] == "policy_unavailable"
+            # The events are counted where an operator sees them (issue 20, defect 2).
+            assert httpx.get(gw.url + "/readyz", timeout=10).json()["policy"]["unavailable"] >= 5
+            assert _metric(gw, 'lectr_policy_events_total{event="unavailable"}') >= 5
     finally:
         redis.destroy()
 
@@ -328,3 +331,53 @@ def test_policy_validation(budget_gw: Gateway) -> None:
     ):
         r = api(budget_gw, "PUT", f"/admin/orgs/{org}/{path}", body)
         assert r.status_code == 400 and why in error_of(r)["message"], (path, body, r.text)
+
+
+def _metric(gw: Gateway, series: str) -> float:
+    """One series' value in /metrics (polled: the collectors sync every second)."""
+    deadline = time.monotonic() + 10
+    value = -1.0
+    while time.monotonic() < deadline:
+        for line in httpx.get(gw.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(series + " "):
+                value = float(line.rsplit(" ", 1)[1])
+        if value > 0:
+            return value
+        time.sleep(0.1)
+    return value
+
+
+def test_hard_cap_holds_across_a_redis_restart(tmp_root: Path, mock: Mock) -> None:
+    """Issue 20, defect 2: Redis restarted empty (no persistence, as the dev
+    stack runs it) must not forget a spent budget: the counter it lost is
+    seeded again from the request log before the next admission."""
+    redis = RedisServer()
+    try:
+        with running(tmp_root, mock, LECTR_REDIS_URL=redis.url, LECTR_ADMIN_TOKEN=TOKEN) as gw:
+            gw.start()
+            org, key = new_org(gw)
+            cap = 0.3
+            api(gw, "PUT", f"/admin/orgs/{org}/budgets/*/day", {"hard_usd": cap})
+            wait_policy(gw, org, "budgets")
+            for _ in range(20):
+                if call(gw, key, EXPENSIVE, **SIX_K).status_code == 429:
+                    break
+            else:
+                raise AssertionError("the cap was never reached")
+            budget = api(gw, "GET", f"/admin/orgs/{org}/policy").json()["budgets"][0]
+            served = [r for r in gw.records(expect=2, org_id=budget["org_id"]) if r["status_code"] == 200]
+            # Every served request is in the log before Redis goes (what seeding reads).
+            recs = gw.records(expect=len(served) + 1, org_id=budget["org_id"])
+            assert sum(r["cost_usd"] or 0 for r in recs) > cap - 0.07  # exhausted
+
+            redis.kill()
+            redis.start()  # same port, empty
+            results = [call(gw, key, EXPENSIVE, **SIX_K) for _ in range(10)]
+            assert [r.status_code for r in results] == [429] * 10
+            assert all(error_of(r)["code"] == "budget_exceeded" for r in results)
+            stored = gw.records(expect=len(recs), org_id=budget["org_id"])
+            assert sum(r["cost_usd"] or 0 for r in stored) <= cap
+            assert httpx.get(gw.url + "/readyz", timeout=10).json()["policy"]["reseeded"] >= 1
+            assert _metric(gw, 'lectr_policy_events_total{event="reseeded"}') >= 1
+    finally:
+        redis.destroy()

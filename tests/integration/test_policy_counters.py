@@ -63,6 +63,7 @@ async def scenario(c: Counters, p: str) -> list[Any]:
     tok = Check("tok", f"{p}:tok", 100, 40)
     st = Check("str", f"{p}:str", 1, 1, 3_600_000)
     bud = Check("bud", f"{p}:bud", 1.0, 0.4)
+    await c.seed_budget(bud.key, 0.0, 3_600_000)
     return [
         await c.admit([req, tok, st, bud], "a", NOW),
         await c.admit([req, tok, st, bud], "b", NOW + 1),  # one stream open already
@@ -93,6 +94,8 @@ async def scenario(c: Counters, p: str) -> list[Any]:
         await c.settle([Settle("bud", bud.key, 0, 0.5)], "never-admitted"),
         await c.budget(bud.key),
         await c.usage("tok", tok.key, 60_000, NOW + 6),
+        # a budget with no counter (lost, or never seeded): seed it first
+        await c.admit([Check("bud", f"{p}:unseeded", 1.0, 0.1)], "z", NOW + 60_002),
     ]
 
 
@@ -128,6 +131,7 @@ async def test_redis_gives_the_verdicts_of_the_in_process_counters(
         [0.75],  # no hold: nothing applied, the spend as it is
         (0.75, 0.4),
         55.0,
+        Verdict(0, -1),
     ]
 
 
@@ -135,10 +139,13 @@ async def test_a_restart_and_a_lost_script_cache_are_survived(
     own_redis: RedisServer, counters: RedisCounters
 ) -> None:
     check = [Check("req", "restart:req", 10), Check("bud", "restart:bud", 1.0, 0.0)]
+    await counters.seed_budget("restart:bud", 0.0, 60_000)
     assert (await counters.admit(check, "a", NOW)).failed == -1
     own_redis.kill()
     own_redis.start()  # same port, empty: no data, no scripts
-    await asyncio.sleep(0.1)  # the idle connection sees the server's close
+    # The lost budget is reported (the caller seeds it from the log), not started at 0.
+    assert await counters.admit(check, "b", NOW) == Verdict(1, -1)
+    await counters.seed_budget("restart:bud", 0.0, 60_000)
     assert (await counters.admit(check, "b", NOW)).failed == -1
     redis.Redis(port=own_redis.port).script_flush()
     assert await counters.settle([Settle("bud", "restart:bud", 0.0, 0.5)], "b") == [0.5]
@@ -318,6 +325,7 @@ async def test_a_settlement_replayed_after_a_timeout_charges_once(
 ) -> None:
     bud = Check("bud", "replay:bud", 1.0, 0.4)
     tok = Check("tok", "replay:tok", 1000, 40)
+    await counters.seed_budget(bud.key, 0.0, 60_000)
     assert (await counters.admit([tok, bud], "m", NOW)).failed == -1
     settles = [Settle("tok", tok.key, 40, 10), Settle("bud", bud.key, 0.4, 0.25)]
     stop(own_redis)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
+import sqlite3
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import httpx
 import openai
 
 from devtools.harness import Gateway, Mock, running
+from lectr.store.base import hash_key, new_key
 from tests.integration.test_proxy import CHAT, error_of, post
 
 
@@ -124,3 +127,34 @@ def test_readyz_reports_storage_and_queue(gateway: Gateway) -> None:
     assert body["status"] == "ok" and body["storage"] == "ok"
     assert {"depth", "written", "dropped"} <= set(body["writer"])
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
+
+
+def test_keys_revoke_and_rotate_accept_a_prefix_starting_with_a_dash(tmp_root: Path, mock: Mock) -> None:
+    """Issue 20, defect 4: about 1 key in 64 had a prefix starting with `-`,
+    which `lectr keys rotate|revoke ORG PREFIX` took for an option. New keys
+    never get one; keys that have one can still be revoked and rotated."""
+    # Far more keys than it takes to draw a dash first (p = 1/64 each).
+    assert not [p for _, p, _ in (new_key() for _ in range(20_000)) if p.startswith("-")]
+
+    gw = Gateway(tmp_root, mock)
+    gw.create_org("dash")
+    conn = sqlite3.connect(gw.data_dir / "lectr.db")
+    (org_id,) = conn.execute("SELECT id FROM orgs WHERE name = 'dash'").fetchone()
+    for prefix in ("-dashAAA", "-dashBBB"):
+        key = "lc_key_" + prefix + secrets.token_urlsafe(27)[:35]
+        conn.execute(
+            "INSERT INTO org_keys (id, org_id, prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            ("key_" + prefix[1:], org_id, prefix, hash_key(key), time.time()),
+        )
+    conn.commit()
+    conn.close()
+    out = gw.cli("keys", "rotate", "dash", "-dashAAA")
+    assert "key -dashAAA of dash revoked; replacement prefix" in out
+    new_prefix = out.split("replacement prefix ")[1].split(",")[0]
+    assert not new_prefix.startswith("-")
+    assert "key -dashBBB of dash revoked" in gw.cli("keys", "revoke", "dash", "-dashBBB")
+    listing = gw.cli("keys", "list", "dash")
+    assert "lc_key_-dashAAA..." in listing and "lc_key_-dashBBB..." in listing
+    assert listing.count("revoked") >= 2
+    # The form `keys list` prints is accepted too.
+    assert "revoked" in gw.cli("keys", "revoke", "dash", f"lc_key_{new_prefix}...")

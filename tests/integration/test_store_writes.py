@@ -176,3 +176,37 @@ async def test_postgres_dedupes_rows_stored_by_earlier_writers(pg_url: str) -> N
     # Only the 100 the earlier writer had not stored were rolled up now.
     assert_totals(await rollup_totals(s, "o"), expected_totals(records[100:]))
     await s.close()
+
+
+@pytest.mark.parametrize("precheck", [True, False])
+async def test_one_bad_record_never_poisons_its_batch(
+    store: Store,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    precheck: bool,
+) -> None:
+    """Issue 19, defect 3 (writer side): a record with tokens = 2**64 in a
+    batch of 21 is quarantined and counted; the 20 others are stored. Without
+    the bounds check (precheck False) the store refuses the batch and the
+    writer splits it until the bad record stands alone."""
+    import json
+
+    from lectr.capture import writer as writer_module
+
+    if not precheck:
+        monkeypatch.setattr(writer_module, "record_problem", lambda r: None)
+    now = time.time()
+    good = [rec("org_poison", now - i) for i in range(20)]
+    bad = rec("org_poison", now - 30, prompt_tokens=2**64)
+    w = writer_module.RecordWriter(store, 1000, 1000, 0.05, tmp_path / "spill")
+    for r in [*good[:10], bad, *good[10:]]:
+        w.submit(r)
+    assert await w.flush_once() == 21
+    assert w.depth == 0
+    assert (w.stats.written, w.stats.quarantined) == (20, 1)
+    rows, _ = await store.query_requests(LogFilter(org_id="org_poison"), limit=100)
+    assert sorted(r.id for r in rows) == sorted(r.id for r in good)
+    (path,) = (tmp_path / "quarantine").glob("*.jsonl")
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["record"]["id"] == bad.id and lines[0]["error"]
+    assert w.quarantine.count() == 1

@@ -27,7 +27,7 @@ from pathlib import Path
 import msgspec
 import uvloop
 
-from lectr.capture.writer import RecordWriter, Spill, WriterStats
+from lectr.capture.writer import Quarantine, RecordWriter, Spill, WriterStats
 from lectr.config import SETTINGS_ENV, Settings, settings_from_env
 from lectr.types import Record
 
@@ -90,6 +90,7 @@ class WriterProcess:
         self._own = WriterStats()  # queued and dropped here, spilled here when no child could
         self._restarts = 0
         self.spill = Spill(Path(settings.data_dir) / "spill")
+        self.quarantine = Quarantine(Path(settings.data_dir) / "quarantine")
 
     @property
     def depth(self) -> int:

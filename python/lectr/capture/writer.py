@@ -10,7 +10,10 @@ import collections
 import contextlib
 import fcntl
 import logging
+import math
 import os
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,82 @@ log = logging.getLogger("lectr.writer")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Record).decode
 RETRY_MAX = 0.5  # the longest wait (s) between tries while the store fails
+# Bounds of what the stores hold (PostgreSQL: int4 tokens, int2 status): a
+# record past them is quarantined, never sent to fail its batch forever.
+TOKENS_MAX = 2**31 - 1
+COST_MAX = 1e9  # USD for one request; more is a corrupt usage figure
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens")
+
+
+def record_problem(r: Record) -> str | None:
+    """Why a record cannot be stored as it is, or None."""
+    for f in _TOKEN_FIELDS:
+        v = getattr(r, f)
+        if v is not None and not 0 <= v <= TOKENS_MAX:
+            return f"{f} out of range ({v})"
+    if r.cost_usd is not None and not (math.isfinite(r.cost_usd) and 0 <= r.cost_usd <= COST_MAX):
+        return f"cost_usd out of range ({r.cost_usd})"
+    if not 0 <= r.status_code <= 32767:
+        return f"status_code out of range ({r.status_code})"
+    for name, ms in (("latency_ms", r.latency_ms), ("ttfb_ms", r.ttfb_ms)):
+        if ms is not None and not math.isfinite(ms):
+            return f"{name} is not finite"
+    if not math.isfinite(r.ts):
+        return "ts is not finite"
+    return None
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "this data", not "this store": retrying the same
+    records cannot help, so the batch is split to find the bad ones."""
+    errors: tuple[type[BaseException], ...] = (
+        ValueError,
+        TypeError,
+        OverflowError,
+        sqlite3.DataError,
+        sqlite3.IntegrityError,
+        sqlite3.InterfaceError,
+    )
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return errors
+    return (*errors, psycopg.DataError, psycopg.IntegrityError, psycopg.errors.InvalidTextRepresentation)
+
+
+DATA_ERRORS = _data_errors()
+
+
+class Quarantine:
+    """JSON lines of what could not be stored: `{"error", "record"}` for a
+    record the store refused, `{"error", "line"}` for an unreadable spill
+    line; unreadable spill files are moved here whole. Kept for an operator
+    (counted in /readyz), never replayed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def add(self, items: list[tuple[str, dict[str, object]]]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"quarantine-{os.getpid()}.jsonl"
+        with path.open("ab") as f:
+            f.write(b"".join(_encode({"error": e, "at": time.time(), **body}) + b"\n" for e, body in items))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def take_file(self, path: Path) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path.rename(self.folder / f"unreadable-{path.name}")
+
+    def count(self) -> int:
+        """Records and lines held here (what /readyz shows, across restarts)."""
+        n = 0
+        if not self.folder.is_dir():
+            return 0
+        for path in self.folder.glob("*.jsonl"):
+            with contextlib.suppress(OSError), path.open("rb") as f:
+                n += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        return n
 
 
 class WriterStats(msgspec.Struct):
@@ -38,6 +117,7 @@ class WriterStats(msgspec.Struct):
     replayed: int = 0
     dropped: int = 0
     failures: int = 0
+    quarantined: int = 0
 
 
 class Spill:
@@ -79,6 +159,16 @@ class Spill:
                     records += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
                 files += 1
         return records, files
+
+    def on_disk(self) -> dict[str, object]:
+        """Spill files waiting for replay, by size (cheap enough for /readyz)."""
+        files = size = 0
+        if self.folder.is_dir():
+            for path in self.folder.glob("spill-*.jsonl"):
+                with contextlib.suppress(OSError):
+                    size += path.stat().st_size
+                    files += 1
+        return {"files": files, "bytes": size, "folder": str(self.folder)}
 
     def pending(self) -> list[Path]:
         """Spill files waiting for replay (not the one being appended to)."""
@@ -125,6 +215,7 @@ class RecordWriter:
         self._failures_in_row = 0
         self._spill_after = spill_after_failures
         self.spill = Spill(spill_dir)
+        self.quarantine = Quarantine(spill_dir.parent / "quarantine")
         self.stats = WriterStats()
         self._writing = 0
 
@@ -146,20 +237,71 @@ class RecordWriter:
         if len(self._queue) >= self._batch:
             self._wake.set()
 
+    def _quarantine(self, items: list[tuple[str, dict[str, object]]]) -> None:
+        if not items:
+            return
+        try:
+            self.quarantine.add(items)
+        except OSError as e:
+            log.error("cannot write %d records to quarantine (%s); dropping them", len(items), e)
+            self.stats.dropped += len(items)
+            return
+        self.stats.quarantined += len(items)
+        log.error(
+            "quarantined %d records the store cannot take (first: %s) in %s",
+            len(items),
+            items[0][0],
+            self.quarantine.folder,
+        )
+
+    async def _store_batch(self, batch: list[Record], done: set[str]) -> None:
+        """Write a batch; when the store refuses its data (not when it is
+        down), split it to quarantine the bad records alone and store the
+        rest. Ids quarantined go into `done`."""
+        bad = []
+        good = []
+        for r in batch:
+            problem = record_problem(r)
+            if problem is None:
+                good.append(r)
+            elif r.id not in done:
+                bad.append((problem, {"record": msgspec.to_builtins(r)}))
+                done.add(r.id)
+        self._quarantine(bad)
+        await self._isolate([r for r in good if r.id not in done], done)
+
+    async def _isolate(self, batch: list[Record], done: set[str]) -> None:
+        if not batch:
+            return
+        try:
+            await self._store.write_records(batch)
+        except DATA_ERRORS as e:
+            if len(batch) == 1:
+                done.add(batch[0].id)
+                self._quarantine(
+                    [(f"{type(e).__name__}: {e}"[:500], {"record": msgspec.to_builtins(batch[0])})]
+                )
+                return
+            mid = len(batch) // 2
+            await self._isolate(batch[:mid], done)
+            await self._isolate(batch[mid:], done)
+
     async def flush_once(self) -> int:
-        """Write one batch; on failure the batch goes back to the queue front."""
+        """Write one batch; on failure the batch goes back to the queue front
+        (less any record quarantined meanwhile)."""
         if not self._queue:
             return 0
         n = min(self._batch, len(self._queue))
         batch = [self._queue.popleft() for _ in range(n)]
         self._writing = n
+        done: set[str] = set()
         try:
-            await self._store.write_records(batch)
+            await self._store_batch(batch, done)
         except BaseException as e:
             self._writing = 0
             # Cancelled or failed, the batch goes back: nothing is lost, and a
             # batch that did commit is not stored twice (ids are unique).
-            self._queue.extendleft(reversed(batch))
+            self._queue.extendleft(reversed([r for r in batch if r.id not in done]))
             if isinstance(e, Exception):
                 self.stats.retried += n
                 self.stats.failures += 1
@@ -174,7 +316,7 @@ class RecordWriter:
         self._writing = 0
         self._backoff = 0.0
         self._failures_in_row = 0
-        self.stats.written += n
+        self.stats.written += n - len(done)
         return n
 
     def spill_queue(self) -> int:
@@ -193,28 +335,50 @@ class RecordWriter:
         return len(records)
 
     async def replay(self) -> int:
-        """Write spilled records back (one file per call); 0 if none could be."""
+        """Write spilled records back (one file per call); 0 if none could be.
+        A line that does not decode and a record the store refuses are
+        quarantined, a file that cannot be read is moved to quarantine:
+        replay always gets past them."""
         self.spill.rotate()
         for path in self.spill.pending():
             with self.spill.claim(path) as f:
                 if f is None:
                     continue
                 total = 0
+                done: set[str] = set()
                 batch: list[Record] = []
-                for line in f:
-                    with contextlib.suppress(msgspec.DecodeError):  # a torn last line after a crash
-                        batch.append(_decode(line))
-                    if len(batch) >= self._batch:
-                        await self._store.write_records(batch)
-                        total += len(batch)
-                        batch = []
+                bad: list[tuple[str, dict[str, object]]] = []
+                try:
+                    for line in f:
+                        try:
+                            batch.append(_decode(line))
+                        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                            if line.strip():  # (a torn last line after a crash is kept too)
+                                bad.append(
+                                    (
+                                        f"undecodable spill line: {e}",
+                                        {"line": line[:100_000].decode(errors="replace")},
+                                    )
+                                )
+                        if len(batch) >= self._batch:
+                            await self._store_batch(batch, done)
+                            total += len(batch)
+                            batch = []
+                except OSError as e:
+                    log.error("spill file %s is unreadable (%s); moved to quarantine", path.name, e)
+                    with contextlib.suppress(OSError):
+                        self.quarantine.take_file(path)
+                    self.stats.quarantined += 1
+                    return 0
                 if batch:
-                    await self._store.write_records(batch)
+                    await self._store_batch(batch, done)
                     total += len(batch)
+                self._quarantine(bad)
                 path.unlink()
-            self.stats.replayed += total
-            log.info("replayed %d spilled records from %s", total, path.name)
-            return total
+            stored = total - len(done)
+            self.stats.replayed += stored
+            log.info("replayed %d spilled records from %s", stored, path.name)
+            return max(stored, 1)
         return 0
 
     async def run(self) -> None:

@@ -84,6 +84,7 @@ class App:
             lambda: self.writer.depth,
             lambda: msgspec.structs.asdict(self.writer.stats),
             self.settings.metrics_label_cap,
+            lambda: {"unavailable": self.policy.unavailable_events, "reseeded": self.policy.reseeds},
         )
         self.proxy = Proxy(
             self.settings,
@@ -233,7 +234,17 @@ class App:
             "storage": storage,
             "control_version": self.control.snapshot.version,
             "writer": msgspec.structs.asdict(self.writer.stats)
-            | {"depth": self.writer.depth, "process": self.writer.process},
+            | {
+                "depth": self.writer.depth,
+                "process": self.writer.process,
+                "spill": self.writer.spill.on_disk(),
+                # On disk, so it survives restarts: what no replay will store.
+                "quarantine": {
+                    "records": self.writer.quarantine.count(),
+                    "folder": str(self.writer.quarantine.folder),
+                },
+            },
+            "policy": {"unavailable": self.policy.unavailable_events, "reseeded": self.policy.reseeds},
         }
         proto.response_bytes(200 if storage == "ok" else 503, JSON_HEADERS, _encode(body))
 

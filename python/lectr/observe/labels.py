@@ -16,7 +16,7 @@ REJECTIONS = ("rate_limit_exceeded", "budget_exceeded", "concurrent_streams_exce
 AUTH_CODES = ("missing_lectr_key", "invalid_lectr_key", "org_disabled")
 BUDGET_STATES = ("ok", "soft_exceeded", "hard_exceeded")
 LATENCY_STATES = ("within", "over", "no_data")
-WRITER_OUTCOMES = ("queued", "written", "retried", "spilled", "replayed", "dropped")
+WRITER_OUTCOMES = ("queued", "written", "retried", "spilled", "replayed", "dropped", "quarantined")
 UPSTREAM_OUTCOMES = (
     "success",
     "client_error",

@@ -26,8 +26,11 @@ latency_targets                   state                               p95 target
 inflight_requests, inflight_streams                                   gauges, summed over workers
 writer_queue_depth                                                    gauge, summed over workers
 writer_records_total              outcome                             queued written retried spilled
-                                                                      replayed dropped
+                                                                      replayed dropped quarantined
 writer_failures_total                                                 failed batch writes
+policy_events_total               event                               unavailable (a counter call failed),
+                                                                      reseeded (a budget counter missing at
+                                                                      admission: lost, or a new window)
 ```
 
 Labels are bounded: `feature` and model values past `label_cap` distinct
@@ -100,6 +103,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db$")
 
+POLICY_EVENTS = ("unavailable", "reseeded")
+
 # How a record's cost is accounted: priced (cost_usd_total), unpriced (usage
 # known, no price: unpriced_requests_total) or neither (no usage).
 _PRICED, _UNPRICED, _NO_USAGE = 1, 2, 0
@@ -118,10 +123,13 @@ class Metrics:
         queue_depth: Callable[[], int],
         writer_counts: Callable[[], Mapping[str, int]] = dict,
         label_cap: int = 100,
+        policy_counts: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._queue_depth = queue_depth
         self._writer_counts = writer_counts
         self._writer_seen: dict[str, int] = {}
+        self._policy_counts = policy_counts
+        self._policy_seen: dict[str, int] = {}
         self._features = LabelCap(label_cap, always=(UNTAGGED,))
         self._models = LabelCap(label_cap, always=(NONE,))
         self._orgs_seen: set[str] = set()
@@ -257,7 +265,16 @@ class Metrics:
         self._writer_failures = Counter(
             "lectr_writer_failures", "Batch writes to the store that failed.", registry=r
         )
+        self._policy_events = Counter(
+            "lectr_policy_events",
+            "Policy counter store events: unavailable (a failed or timed-out call), "
+            "reseeded (a budget counter missing at admission, lost or a new window, seeded from the log).",
+            ["event"],
+            registry=r,
+        )
         # Fixed label sets start at zero so their series exist before the first event.
+        for event in POLICY_EVENTS:
+            self._policy_events.labels(event)
         for code in AUTH_CODES:
             self._auth_rejections.labels(code)
         for name in WRITER_OUTCOMES:
@@ -449,6 +466,12 @@ class Metrics:
                 self._writer_seen[name] = counts.get(name, 0)
                 target = self._writer_failures if name == "failures" else self._writer.labels(name)
                 target.inc(delta)
+        policy = self._policy_counts()
+        for name in POLICY_EVENTS:
+            delta = policy.get(name, 0) - self._policy_seen.get(name, 0)
+            if delta > 0:
+                self._policy_seen[name] = policy.get(name, 0)
+                self._policy_events.labels(name).inc(delta)
 
     async def run(self, interval: float = 1.0) -> None:
         """Sync every `interval` seconds, so any worker's scrape sees every

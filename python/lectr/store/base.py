@@ -22,9 +22,13 @@ def new_key() -> tuple[str, str, bytes]:
     """A fresh org key: (plaintext, public prefix, SHA-256 of the plaintext).
 
     32 random bytes give 43 URL-safe characters after `lc_key_`; the first
-    eight of those are the prefix shown in listings.
+    eight of those are the prefix shown in listings. A token that starts
+    with `-` is drawn again: `lectr keys revoke ORG -abc...` would read that
+    prefix as an option (older such keys stay valid).
     """
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(32)
     key = KEY_PREFIX + token
     return key, token[:8], hash_key(key)
 

@@ -32,6 +32,7 @@ SUM_COLS: tuple[str, ...] = (
     "cached_tokens",
     "cost_usd",
     "latency_ms_sum",
+    "unpriced",  # usage known, model not in the price table (as lectr_unpriced_requests_total)
     *HIST_COLS,
 )
 _FIRST_HIST = SUM_COLS.index(HIST_COLS[0])
@@ -82,6 +83,8 @@ def rollup_rows(records: Iterable[Record]) -> dict[str, list[tuple[Any, ...]]]:
         if r.cost_usd is not None:
             a[3] += 1
             a[7] += r.cost_usd
+        elif r.prompt_tokens is not None or r.completion_tokens is not None:
+            a[9] += 1
         a[4] += prompt
         a[5] += r.completion_tokens or 0
         # Clamped as the price table clamps it, so costs recomputed from

@@ -145,6 +145,8 @@ class LocalCounters:
     async def admit(self, checks: list[Check], member: str, now_ms: int) -> Verdict:
         for i, c in enumerate(checks):
             if c.kind == "bud":
+                if c.key not in self._budgets:
+                    return Verdict(i, -1)  # never seeded (a window just begun): seed first
                 b = self._budget(c.key)
                 if b.spent + b.reserved + c.amount > c.limit:
                     return Verdict(i)

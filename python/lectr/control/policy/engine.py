@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from lectr.control.policy.counters import Check, Counters, LocalCounters, Settle
+from lectr.control.policy.counters import Check, Counters, LocalCounters, Settle, Verdict
 from lectr.errors import BudgetExceeded, LectrError, PolicyUnavailable, RateLimited, StreamsExceeded
 from lectr.gateway.pricing import PriceTable
 from lectr.types import Budget, LatencyTarget, RateLimit
@@ -103,7 +103,9 @@ class Policy:
         self._on_alert = on_alert
         self._config: dict[str, PolicyConfig] = {}
         self._latency: dict[str, collections.deque[tuple[float, float]]] = {}
-        self.unavailable_events = 0
+        self.unavailable_events = 0  # counter calls that failed or timed out (/readyz, metrics)
+        self.reseeds = 0  # budget counters missing at admission (lost, or a new window), seeded from the log
+        self._store: Any = None
         self._warned = False
         self._seeded: set[str] = set()
         self._unsettled: collections.deque[tuple[list[Settle], str]] = collections.deque(maxlen=100_000)
@@ -128,20 +130,53 @@ class Policy:
 
     async def seed(self, store: Any) -> None:
         """Load each budget's spend in the current window from the request
-        log into counters that have none yet (cold path)."""
+        log into counters that have none yet (cold path). The store is kept:
+        admission re-seeds a counter the shared store lost."""
+        self._store = store
         now = time.time()
         for cfg in self._config.values():
             for b in cfg.budgets:
-                _, start, end = window_id(b.period, now)
                 key = self.budget_key(b, b.scope, now)
                 if key in self._seeded:
                     continue
-                if b.scope == "*":
-                    spent = await store.spend(b.org_id, None, start)
-                else:
-                    spent = await store.spend(b.org_id, b.scope, start)
-                await self._guard(self._counters.seed_budget(key, spent, int((end - now + 86_400) * 1000)))
+                await self._seed_one(b, key, now)
                 self._seeded.add(key)
+
+    async def _seed_one(self, b: Budget, key: str, now: float) -> None:
+        _, start, end = window_id(b.period, now)
+        # Without a request log (an engine never given a store), nothing is known spent.
+        store = self._store
+        spent = (
+            0.0 if store is None else await store.spend(b.org_id, None if b.scope == "*" else b.scope, start)
+        )
+        await self._guard(self._counters.seed_budget(key, spent, int((end - now + 86_400) * 1000)))
+
+    async def _admit(
+        self, checks: list[Check], member: str, now_ms: int, budgets: list[tuple[Budget, str]]
+    ) -> Verdict:
+        """One admission; a budget counter the counter store does not hold
+        (lost in a Redis restart, or a window just begun) is seeded from the
+        request log first, so a hard cap holds across the loss."""
+        for _ in range(3):
+            verdict: Verdict = await self._guard(self._counters.admit(checks, member, now_ms))
+            if verdict.failed < 0 or verdict.retry_after_ms >= 0:
+                return verdict
+            key = checks[verdict.failed].key
+            budget = next(b for b, k in budgets if k == key)
+            self.reseeds += 1
+            if self.reseeds == 1 or self.reseeds % 1000 == 0:
+                log.warning("budget counter %s missing from the policy store; re-seeding from the log", key)
+            try:
+                await self._seed_one(budget, key, now_ms / 1000)
+            except PolicyUnavailable:
+                raise
+            except Exception as e:
+                # The request log is unreadable: as unavailable as the counters.
+                self.unavailable_events += 1
+                log.warning("re-seeding budget %s failed (%s)", key, type(e).__name__)
+                raise PolicyUnavailable("the policy store is unavailable; try again shortly") from None
+        self.unavailable_events += 1
+        raise PolicyUnavailable("the policy store is unavailable; try again shortly")
 
     async def _guard(self, aw: Any) -> Any:
         """Run a counter call; a slow or failed counter store is reported as
@@ -218,7 +253,7 @@ class Policy:
         if not checks:
             return Admission(member, [], [], targets=targets)
         try:
-            verdict = await self._guard(self._counters.admit(checks, member, now_ms))
+            verdict = await self._admit(checks, member, now_ms, budgets)
         except PolicyUnavailable:
             if self._fail_open:
                 return None

@@ -28,7 +28,8 @@ from lectr.control.policy.counters import Check, Settle, Verdict
 # the log then the sum.
 
 # ARGV: now_ms, member, then 4 values per check (kind, limit, amount, window_ms).
-# Returns {failed_index (0-based, -1 ok), retry_ms}.
+# Returns {failed_index (0-based, -1 ok), retry_ms}; retry_ms -1: that budget's
+# counter is missing (seed it, then admit again).
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local member = ARGV[2]
@@ -80,6 +81,10 @@ for i = 1, n do
   local window = tonumber(ARGV[6 + (i - 1) * 4])
   local key = keys[i]
   if kind == 'bud' then
+    -- No counter: Redis lost it (a restart without persistence, an eviction)
+    -- or its window just began. Admitting would start the spend at 0: ask
+    -- the caller to seed it from the request log first (retry_ms -1).
+    if redis.call('EXISTS', key) == 0 then return {i - 1, -1} end
     local v = redis.call('HMGET', key, 'spent', 'reserved')
     local spent = tonumber(v[1]) or 0
     local reserved = tonumber(v[2]) or 0
@@ -305,7 +310,24 @@ class RedisCounters:
             self._deadlines.end(task)
 
     async def _run(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
-        conn = self._idle.pop() if self._idle else self._factory.make_connection()  # type: ignore[no-untyped-call]
+        reused = bool(self._idle)
+        try:
+            return await self._run_on(self._connection(), script, keys, args)
+        except RedisConnectionError:
+            if not reused:
+                raise
+            # An idle connection the server closed (a restart) fails on first
+            # use: try once on a new one rather than fail open or closed.
+            # Both scripts are idempotent per member, so a run that did get
+            # through is not counted twice.
+            return await self._run_on(self._factory.make_connection(), script, keys, args)  # type: ignore[no-untyped-call]
+
+    def _connection(self) -> AbstractConnection:
+        return self._idle.pop() if self._idle else self._factory.make_connection()  # type: ignore[no-untyped-call]
+
+    async def _run_on(
+        self, conn: AbstractConnection, script: _Script, keys: list[bytes], args: list[bytes]
+    ) -> Any:
         try:
             if conn.is_connected:
                 try:
@@ -367,11 +389,18 @@ class RedisCounters:
         return [float(v) for v in out]
 
     async def budget(self, key: str) -> tuple[float, float]:
-        spent, reserved = await self._r.hmget(key, ["spent", "reserved"])
+        try:
+            spent, reserved = await self._r.hmget(key, ["spent", "reserved"])
+        except RedisConnectionError:  # a pooled connection the server closed (a restart): once more
+            spent, reserved = await self._r.hmget(key, ["spent", "reserved"])
         return float(spent or 0), float(reserved or 0)
 
     async def seed_budget(self, key: str, spent: float, ttl_ms: int) -> None:
-        if await self._r.hsetnx(key, "spent", _num(spent)):
+        try:
+            created = await self._r.hsetnx(key, "spent", _num(spent))
+        except RedisConnectionError:  # a pooled connection the server closed (a restart): once more
+            created = await self._r.hsetnx(key, "spent", _num(spent))
+        if created:
             await self._r.pexpire(key, ttl_ms)
 
     async def usage(self, kind: str, key: str, window_ms: int, now_ms: int) -> float:
