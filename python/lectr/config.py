@@ -14,6 +14,7 @@ import msgspec
 
 SECRET_FIELDS = (
     "admin_token",
+    "metrics_token",
     "openai_api_key",
     "anthropic_api_key",
     "groq_api_key",
@@ -38,6 +39,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     database_url: str | None = None
     redis_url: str | None = None
     admin_token: str | None = None
+    # When set, /metrics and /readyz need `Authorization: Bearer <token>`
+    # (they tell an outsider about traffic and the store); /healthz stays open.
+    metrics_token: str | None = None
     log_level: str = "info"
     openai_base_url: str = "https://api.openai.com/v1"
     anthropic_base_url: str = "https://api.anthropic.com/v1"

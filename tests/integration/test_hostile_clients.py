@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -226,3 +228,30 @@ def test_absurd_usage_figures_fall_back_to_estimated_tokens(tmp_path: Path) -> N
             assert rec["token_source"] == "provider" and rec["prompt_tokens"] == 7
     finally:
         server.shutdown()
+
+
+def test_metrics_token_guards_metrics_and_readyz_not_healthz(tmp_path: Path, mock: Mock) -> None:
+    token = "metrics-secret-token-19"
+    with running(tmp_path, mock, LECTR_METRICS_TOKEN=token) as gw:
+        gw.start()
+        for path in ("/metrics", "/readyz"):
+            for authz in (None, "Bearer wrong", f"Basic {token}", token):
+                r = httpx.get(f"{gw.url}{path}", headers={"Authorization": authz} if authz else {})
+                assert r.status_code == 401, (path, authz)
+                assert r.json()["error"]["code"] == "metrics_auth_required"
+                assert token not in r.text
+            assert (
+                httpx.get(f"{gw.url}{path}", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            )
+        assert httpx.get(f"{gw.url}/healthz").status_code == 200
+        # The container's health check reads the token from the settings.
+        assert _healthcheck(gw, "/readyz").returncode == 0
+        assert token not in gw.cli("config")
+        assert token not in gw.log.read_text(errors="replace")
+
+
+def _healthcheck(gw: Gateway, path: str) -> subprocess.CompletedProcess[str]:
+    env = {**gw.env, "LECTR_PORT": str(gw.port)}
+    return subprocess.run(
+        [sys.executable, "-m", "lectr.healthcheck", path], env=env, capture_output=True, text=True, timeout=30
+    )
