@@ -13,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import httpx
 
@@ -255,3 +256,36 @@ def _healthcheck(gw: Gateway, path: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lectr.healthcheck", path], env=env, capture_output=True, text=True, timeout=30
     )
+
+
+def test_utf8_feature_tags_are_stored_as_sent_or_refused(gateway: Gateway, mock: Mock, key: str) -> None:
+    """granian gives the app no value for a header with non-ASCII bytes, so a
+    UTF-8 tag is sent percent-encoded; a raw one is refused, not untagged."""
+    tag = "café ☃ 19c"
+    r = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        headers={"X-Lectr-Key": key, "X-Lectr-Feature": quote(tag), "X-Lectr-Task": quote("tâche")},
+    )
+    assert r.status_code == 200
+    (rec,) = gateway.records(feature=tag)
+    assert rec["task"] == "tâche"
+    # A lone % or an escape that is not UTF-8 is kept as sent.
+    for odd in ("50%off", "bad%ff%fe"):
+        post_ok = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json=CHAT,
+            headers={"X-Lectr-Key": key, "X-Lectr-Feature": odd},
+        )
+        assert post_ok.status_code == 200
+        assert gateway.records(feature=odd)
+    before_calls = len(mock.requests())
+    body = json.dumps(CHAT).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port)) as s:
+        head = _head("/v1/chat/completions", key, f"Content-Length: {len(body)}")
+        s.sendall(head[:-2] + "X-Lectr-Feature: café\r\n\r\n".encode() + body)
+        status, answer = _read_response(s, time.monotonic() + 10.0)
+    assert status == 400, answer
+    err = json.loads(answer)["error"]
+    assert err["code"] == "invalid_request" and "percent-encoded" in err["message"]
+    assert len(mock.requests()) == before_calls
