@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 # Reuse Rust build output across clones and CI runs (release builds are slow).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/lectr/target
 
-.PHONY: run install dev test lint test-rust test-py fmt clean stack bench image
+.PHONY: run install dev test lint test-rust test-py fmt clean stack bench image fuzz fuzz-ci fuzz-tool
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,8 +50,37 @@ test-rust:
 test-py: dev
 	$(BIN)/pytest -q
 
-## Lint, then every Rust and Python test.
-test: lint test-rust test-py
+## Lint, then every Rust and Python test, then a bounded fuzz run.
+test: lint test-rust test-py fuzz-ci
+
+## Coverage-guided fuzzing of the Rust parsers (rust_core/fuzz, cargo fuzz +
+## libFuzzer). cargo fuzz needs nightly features; RUSTC_BOOTSTRAP lets the
+## stable toolchain build them. New inputs go to a scratch corpus; the seed
+## corpus in rust_core/fuzz/corpus/ is only read. A crash leaves its input in
+## rust_core/fuzz/artifacts/<target>/ and fails the run.
+FUZZ_TARGETS := h1_response sse_framer usage request_peek
+FUZZ_DIR     := rust_core/fuzz
+FUZZ_SCRATCH ?= $(HOME)/.cache/lectr/fuzz-corpus
+FUZZ_SECONDS ?= 300
+fuzz-tool:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+# The fuzz build uses its own target directory: its sanitizer flags would
+# otherwise invalidate the shared debug build.
+fuzz fuzz-ci: export CARGO_TARGET_DIR := $(HOME)/.cache/lectr/fuzz-target
+fuzz fuzz-ci: export RUSTC_BOOTSTRAP := 1
+
+## Fuzz each parser for FUZZ_SECONDS (default 5 min each).
+fuzz: fuzz-tool
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_SCRATCH)/$$t && \
+		(cd $(FUZZ_DIR) && cargo fuzz run -O $$t $(FUZZ_SCRATCH)/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096) || exit 1; \
+	done
+
+## The bounded run of `make test`: 20 s per parser.
+fuzz-ci:
+	$(MAKE) fuzz FUZZ_SECONDS=20
 
 fmt: dev
 	cargo fmt --all

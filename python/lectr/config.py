@@ -14,6 +14,7 @@ import msgspec
 
 SECRET_FIELDS = (
     "admin_token",
+    "metrics_token",
     "openai_api_key",
     "anthropic_api_key",
     "groq_api_key",
@@ -38,6 +39,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     database_url: str | None = None
     redis_url: str | None = None
     admin_token: str | None = None
+    # When set, /metrics and /readyz need `Authorization: Bearer <token>`
+    # (they tell an outsider about traffic and the store); /healthz stays open.
+    metrics_token: str | None = None
     log_level: str = "info"
     openai_base_url: str = "https://api.openai.com/v1"
     anthropic_base_url: str = "https://api.anthropic.com/v1"
@@ -57,6 +61,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     breaker_failure_threshold: int = 5
     breaker_cooldown: float = 30.0
     max_body_bytes: int = 2 * 1024 * 1024
+    # Connection limits of the HTTP server (docs/deploy.md, "Connection
+    # limits"): open connections one worker serves at once (granian's
+    # backpressure; an idle keep-alive connection holds one), the listen
+    # backlog, and how long a connection may take to send a complete request
+    # head before it is closed (slowloris).
+    max_connections: int = 16384
+    listen_backlog: int = 4096
+    header_timeout: float = 5.0
     connect_timeout: float = 5.0
     first_byte_timeout: float = 120.0
     idle_timeout: float = 120.0
@@ -107,6 +119,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError("sse_max_event_bytes must be at least 1024")
         if self.max_buffered_response_bytes < 1024:
             raise ConfigError("max_buffered_response_bytes must be at least 1024")
+        if self.max_connections < 16:
+            raise ConfigError(f"max_connections must be at least 16, got {self.max_connections}")
+        if self.listen_backlog < 16:
+            raise ConfigError(f"listen_backlog must be at least 16, got {self.listen_backlog}")
+        if not 0.1 <= self.header_timeout <= 300:
+            raise ConfigError(f"header_timeout must be 0.1-300 seconds, got {self.header_timeout}")
         if self.metrics_label_cap < 1:
             raise ConfigError(f"metrics_label_cap must be at least 1, got {self.metrics_label_cap}")
         if not 0 < self.untagged_prompt_threshold <= 1:

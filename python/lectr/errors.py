@@ -15,6 +15,7 @@ LectrError                          (status, type, code, source)
  ├── NotFound                       404 invalid_request_error not_found
  ├── MethodNotAllowed               405 invalid_request_error method_not_allowed
  ├── AdminAuthRequired              401 authentication_error admin_auth_required
+ ├── MetricsAuthRequired            401 authentication_error metrics_auth_required
  ├── Forbidden                      403 permission_error forbidden
  ├── Conflict                       409 invalid_request_error conflict
  ├── RateLimited                    429 rate_limit_error rate_limit_exceeded  (+ Retry-After)
@@ -128,6 +129,10 @@ class MethodNotAllowed(LectrError):
 
 class AdminAuthRequired(LectrError):
     status, type, code = 401, "authentication_error", "admin_auth_required"
+
+
+class MetricsAuthRequired(LectrError):
+    status, type, code = 401, "authentication_error", "metrics_auth_required"
 
 
 class Forbidden(LectrError):

@@ -20,11 +20,13 @@ def local_url(settings: Settings, path: str = "/healthz") -> str:
     return f"http://{host}:{settings.port}{path}"
 
 
-def probe(url: str, timeout: float = 2.0) -> bool:
-    """True when `url` answers 200 within `timeout` seconds."""
+def probe(url: str, timeout: float = 2.0, token: str | None = None) -> bool:
+    """True when `url` answers 200 within `timeout` seconds (sending the
+    metrics token, which /readyz needs when one is set)."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})  # noqa: S310
     try:
         # Only ever a loopback URL built from the gateway's own settings.
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310
             return int(r.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -34,10 +36,11 @@ def main() -> None:
     """`python -m lectr.healthcheck [PATH]`: exit 0 if the local gateway answers PATH (default /healthz)."""
     path = sys.argv[1] if len(sys.argv) > 1 else "/healthz"
     try:
-        url = local_url(load(), path)
+        settings = load()
+        url = local_url(settings, path)
     except ConfigError as e:
         sys.exit(f"lectr healthcheck: {e}")
-    if not probe(url):
+    if not probe(url, token=settings.metrics_token):
         sys.exit(f"lectr healthcheck: {url} did not answer 200")
 
 

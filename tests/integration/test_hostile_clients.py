@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import httpx
 
@@ -226,3 +229,63 @@ def test_absurd_usage_figures_fall_back_to_estimated_tokens(tmp_path: Path) -> N
             assert rec["token_source"] == "provider" and rec["prompt_tokens"] == 7
     finally:
         server.shutdown()
+
+
+def test_metrics_token_guards_metrics_and_readyz_not_healthz(tmp_path: Path, mock: Mock) -> None:
+    token = "metrics-secret-token-19"
+    with running(tmp_path, mock, LECTR_METRICS_TOKEN=token) as gw:
+        gw.start()
+        for path in ("/metrics", "/readyz"):
+            for authz in (None, "Bearer wrong", f"Basic {token}", token):
+                r = httpx.get(f"{gw.url}{path}", headers={"Authorization": authz} if authz else {})
+                assert r.status_code == 401, (path, authz)
+                assert r.json()["error"]["code"] == "metrics_auth_required"
+                assert token not in r.text
+            assert (
+                httpx.get(f"{gw.url}{path}", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            )
+        assert httpx.get(f"{gw.url}/healthz").status_code == 200
+        # The container's health check reads the token from the settings.
+        assert _healthcheck(gw, "/readyz").returncode == 0
+        assert token not in gw.cli("config")
+        assert token not in gw.log.read_text(errors="replace")
+
+
+def _healthcheck(gw: Gateway, path: str) -> subprocess.CompletedProcess[str]:
+    env = {**gw.env, "LECTR_PORT": str(gw.port)}
+    return subprocess.run(
+        [sys.executable, "-m", "lectr.healthcheck", path], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_utf8_feature_tags_are_stored_as_sent_or_refused(gateway: Gateway, mock: Mock, key: str) -> None:
+    """granian gives the app no value for a header with non-ASCII bytes, so a
+    UTF-8 tag is sent percent-encoded; a raw one is refused, not untagged."""
+    tag = "café ☃ 19c"
+    r = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        headers={"X-Lectr-Key": key, "X-Lectr-Feature": quote(tag), "X-Lectr-Task": quote("tâche")},
+    )
+    assert r.status_code == 200
+    (rec,) = gateway.records(feature=tag)
+    assert rec["task"] == "tâche"
+    # A lone % or an escape that is not UTF-8 is kept as sent.
+    for odd in ("50%off", "bad%ff%fe"):
+        post_ok = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json=CHAT,
+            headers={"X-Lectr-Key": key, "X-Lectr-Feature": odd},
+        )
+        assert post_ok.status_code == 200
+        assert gateway.records(feature=odd)
+    before_calls = len(mock.requests())
+    body = json.dumps(CHAT).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port)) as s:
+        head = _head("/v1/chat/completions", key, f"Content-Length: {len(body)}")
+        s.sendall(head[:-2] + "X-Lectr-Feature: café\r\n\r\n".encode() + body)
+        status, answer = _read_response(s, time.monotonic() + 10.0)
+    assert status == 400, answer
+    err = json.loads(answer)["error"]
+    assert err["code"] == "invalid_request" and "percent-encoded" in err["message"]
+    assert len(mock.requests()) == before_calls

@@ -29,6 +29,7 @@ def serve(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lectr-metrics-")
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     from lectr.config import SETTINGS_ENV
     from lectr.observe.exposition import MULTIPROC_ENV, prepare_multiprocess_dir
@@ -55,6 +56,12 @@ def serve(settings: Settings) -> None:
             loop=Loops.uvloop,
             log_level=settings.log_level,  # type: ignore[arg-type]
             websockets=False,
+            # The defaults (backpressure = backlog / workers = 1024, a 30 s
+            # header timeout) let ~1,100 idle sockets or a few slowloris
+            # clients stop the gateway answering anyone (issue 19).
+            backlog=settings.listen_backlog,
+            backpressure=settings.max_connections,
+            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
         ).serve()
     finally:
         if own_metrics_dir:

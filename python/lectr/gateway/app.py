@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from typing import Any
 
@@ -25,7 +26,7 @@ from lectr.config import Settings, settings_from_env
 from lectr.control import ControlPlane, Snapshot
 from lectr.control.manage import Manager
 from lectr.control.policy.engine import Policy
-from lectr.errors import LectrError, MethodNotAllowed, NotFound
+from lectr.errors import LectrError, MethodNotAllowed, MetricsAuthRequired, NotFound
 from lectr.gateway import protocols
 from lectr.gateway.breaker import Health
 from lectr.gateway.pricing import PriceTable
@@ -211,6 +212,10 @@ class App:
         if path == "/healthz":
             proto.response_bytes(200, JSON_HEADERS, b'{"status":"ok"}')
             return None
+        if path in ("/readyz", "/metrics") and not self._metrics_allowed(scope):
+            return self._error(
+                proto, MetricsAuthRequired(f"{path} needs Authorization: Bearer <metrics token>")
+            )
         if path == "/readyz":
             return await self._ready(proto)
         if path == "/metrics":
@@ -218,6 +223,15 @@ class App:
             proto.response_bytes(200, [("content-type", content_type)], body)
             return None
         return self._error(proto, NotFound(f"no route for {scope.method} {path}"))
+
+    def _metrics_allowed(self, scope: Any) -> bool:
+        token = self.settings.metrics_token
+        if not token:
+            return True
+        authz: str = scope.headers.get("authorization") or ""
+        return authz[:7].lower() == "bearer " and hmac.compare_digest(
+            authz[7:].strip().encode(), token.encode()
+        )
 
     @staticmethod
     def _error(proto: Any, e: LectrError) -> None:

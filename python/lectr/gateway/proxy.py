@@ -27,10 +27,12 @@ metadata only, and errors are logged by type, not by content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 
@@ -178,10 +180,22 @@ def record_id(ts: float) -> str:
 
 
 def _header_value(headers: Any, name: str, cap: int) -> str | None:
+    """A tag header's value, percent-decoded (UTF-8) and capped. HTTP header
+    values are ASCII on the wire in practice, and granian hands any other
+    byte to the app as no value at all (its RSGI headers offer no raw
+    bytes), so a UTF-8 tag is sent percent-encoded: `caf%C3%A9` is `café`.
+    A raw non-ASCII value is refused rather than recorded as untagged."""
     v: str | None = headers.get(name)
+    if v is None and name in headers:
+        raise InvalidRequest(
+            f"{name} must be ASCII; send other characters percent-encoded as UTF-8 (café: caf%C3%A9)"
+        )
     if not v:
         return None
-    return v[:cap]
+    if "%" in v:
+        with contextlib.suppress(UnicodeDecodeError):
+            v = unquote(v, errors="strict")
+    return v[:cap] or None
 
 
 class Proxy:
@@ -219,13 +233,14 @@ class Proxy:
             body = protocols.error_body(endpoint.protocol, e)
             proto.response_bytes(e.status, JSON_HEADERS + e.headers(), body)
             return
+        try:
+            feature = _header_value(headers, "x-lectr-feature", FEATURE_CAP) or UNTAGGED
+            task = _header_value(headers, "x-lectr-task", FEATURE_CAP)
+        except LectrError as e:
+            proto.response_bytes(e.status, JSON_HEADERS + e.headers(), e.body())
+            return
         self._metrics.inflight(1)
-        ex = Exchange(
-            org.id,
-            scope.path,
-            _header_value(headers, "x-lectr-feature", FEATURE_CAP) or UNTAGGED,
-            _header_value(headers, "x-lectr-task", FEATURE_CAP),
-        )
+        ex = Exchange(org.id, scope.path, feature, task)
         ex.protocol, ex.billable = endpoint.protocol, endpoint.billable
         try:
             await self._forward(scope, proto, endpoint, org, ex)
