@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.docker_engine import DOCKER, Engine
+from tests.docker_engine import DOCKER, Engine, install_missing
 from tests.harness import ROOT, Mock, free_port
 from tests.integration.test_container import MESSAGES, Load, client
 
@@ -130,6 +130,16 @@ def stack(engine: Engine, image: str, tmp_root: Path, stack_mock: Mock) -> Itera
         yield s
     finally:
         s.compose("down", "-v", "--timeout", "40")
+
+
+def test_the_compose_engine_here_accepts_the_files() -> None:
+    # Debian's docker-compose 1.29 rejected compose.yaml's top-level `name:`;
+    # `config` parses and merges without a daemon.
+    install_missing()
+    for files in (["compose.yaml"], ["compose.yaml", "compose.local.yaml"]):
+        args = [a for f in files for a in ("-f", str(DEPLOY / f))]
+        r = subprocess.run([*compose_command(), *args, "config", "-q"], capture_output=True, text=True)
+        assert r.returncode == 0, f"{files}: {r.stdout}{r.stderr}"
 
 
 def admin(url: str, method: str, path: str, body: Any = None) -> httpx.Response:
