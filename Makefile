@@ -20,7 +20,7 @@ run: install
 ## The deploy/compose.yaml topology without containers: PostgreSQL, Redis, two
 ## gateways behind nginx, Prometheus, on free ports; prints the URLs, Ctrl-C stops.
 stack: install
-	$(BIN)/lectr dev-stack
+	$(BIN)/python -m devtools.stack
 
 ## The gateway image lectr:local from deploy/Dockerfile (docs/deploy.md): from
 ## local Debian bases, made when missing (LECTR_BASES=hub: the hub images);
@@ -42,6 +42,7 @@ lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test-rust:
 	cargo test -q

@@ -5,7 +5,7 @@ the versions.
 Installs: `wrk` and `nginx` from Debian (apt-get), LiteLLM from PyPI into its
 own virtualenv under `~/.cache/lectr/` (its dependency tree conflicts with
 ours; the first install takes about 1.5 minutes, later runs reuse it).
-PostgreSQL and redis-server come through `tests.pg` / `tests.redis_server`.
+PostgreSQL and redis-server come through `devtools.services`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from devtools.install import program
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LECTR_BENCH_CACHE", Path.home() / ".cache" / "lectr"))
@@ -48,29 +50,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _apt_install(package: str) -> None:
-    log(f"installing {package} (apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
-    if os.geteuid() != 0:
-        cmd = ["sudo", "-n", *cmd]
-    if subprocess.run(cmd, capture_output=True, env=env, check=False).returncode != 0:
-        subprocess.run(
-            [*cmd[: cmd.index("install")], "update", "-q"], capture_output=True, env=env, check=False
-        )
-        subprocess.run(cmd, capture_output=True, env=env, check=True)
-
-
-def binary(name: str, package: str, extra_dirs: tuple[str, ...] = ("/usr/sbin",)) -> str:
+def binary(name: str, package: str) -> str:
     """Path of a program, installing its Debian package first when missing."""
-    path = os.pathsep.join([os.environ.get("PATH", ""), *extra_dirs])
-    found = shutil.which(name, path=path)
-    if found is None:
-        _apt_install(package)
-        found = shutil.which(name, path=path)
-    if found is None:
-        raise RuntimeError(f"{name} is not installed and apt-get could not install {package}")
-    return found
+    return str(program(name, package, f"/usr/sbin/{name}"))
 
 
 def wrk() -> str:

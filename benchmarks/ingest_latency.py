@@ -143,8 +143,8 @@ def _backlog(tmp: Path, per_file: int) -> Path:
     written once; each round links them into its data folder (replaying a
     file deletes that link only)."""
     from benchmarks.storage import synthetic
-    from lectr.proxy import record_id
-    from lectr.writer import _encode
+    from lectr.capture.writer import _encode
+    from lectr.gateway.proxy import record_id
 
     folder = tmp / f"ingest-backlog-{per_file}"
     if not folder.is_dir():
@@ -195,7 +195,7 @@ def run(
     """Both placements (isolated only with two cores or more), both variants,
     `rounds` alternating rounds each; medians and ranges per figure."""
     from benchmarks.runner import _headers
-    from tests.pg import Postgres
+    from devtools.services import Postgres
 
     wrk = env.wrk()
     placements = ["shared"] + (["isolated"] if len(os.sched_getaffinity(0)) >= 2 else [])

@@ -20,13 +20,13 @@ from importlib import resources
 
 import psycopg
 
-from lectr.insights import Insights
+from devtools.services import Postgres
+from lectr.gateway.pricing import PriceTable
 from lectr.insights.anomalies import Detector
 from lectr.insights.recommendations import DowngradeMap
-from lectr.pricing import PriceTable
+from lectr.insights.service import Insights
 from lectr.store.postgres import PostgresStore
 from lectr.types import Record
-from tests.pg import Postgres
 
 ORG = "org_bench"
 

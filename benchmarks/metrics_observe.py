@@ -1,4 +1,4 @@
-"""Per-request cost of `lectr.metrics` on the serving thread, in process.
+"""Per-request cost of `lectr.observe.metrics` on the serving thread, in process.
 
 Times what the request path calls once per request (`inflight(+1)`,
 `observe(record)`, `inflight(-1)`, plus `stream_started` / `stream_ended`
@@ -28,9 +28,9 @@ from benchmarks.env import module_at
 def _load(rev: str | None, multiproc_dir: str) -> ModuleType:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     if rev is None:
-        import lectr.metrics
+        import lectr.observe.metrics
 
-        return lectr.metrics
+        return lectr.observe.metrics
     return module_at(rev, "python/lectr/metrics.py", Path(multiproc_dir).parent)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import redis
 
 from benchmarks.env import module_at
-from lectr.policy.counters import Check
+from lectr.control.policy.counters import Check
 
 SIZES = (0, 10_000, 90_000)
 BIG = 10**12  # a tokens limit no window reaches
@@ -96,9 +96,9 @@ async def _time(
 
 
 async def run(n: int, baseline: str | None) -> None:
-    from lectr.policy.counters import LocalCounters
-    from lectr.policy.redis_counters import RedisCounters
-    from tests.redis_server import RedisServer
+    from devtools.services import RedisServer
+    from lectr.control.policy.counters import LocalCounters
+    from lectr.control.policy.redis_counters import RedisCounters
 
     srv = RedisServer()
     r = redis.Redis.from_url(srv.url)

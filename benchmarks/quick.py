@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.harness import Gateway, Mock
+from devtools.harness import Gateway, Mock
 
 LUA = """
 wrk.method = "POST"
@@ -95,7 +95,7 @@ def main() -> None:
             rows.append((conns, d, g))
     finally:
         gw.stop()
-        mock.proc.terminate()
+        mock.stop()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {a.seconds}s per run, mock = aiohttp, "
         f"{a.rules} routing rules loaded\n"

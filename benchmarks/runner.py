@@ -344,9 +344,9 @@ def summarize_streams(samples: list[load.StreamSample]) -> dict[str, Any]:
 
 def ingest(plan: Plan, tmp: Path, say: Progress) -> dict[str, Any]:
     from benchmarks.storage import ingest_writer
+    from devtools.services import Postgres
     from lectr.store.postgres import PostgresStore
     from lectr.store.sqlite import SQLiteStore
-    from tests.pg import Postgres
 
     out: dict[str, Any] = {"records": plan.ingest_records, "batch": 1000}
     rate = asyncio.run(ingest_writer(SQLiteStore(tmp / "ingest" / "lectr.db"), plan.ingest_records))
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def extras(bench: Bench, e: Env, say: Progress, results: dict[str, Any]) -> dict[str, Any]:
     """Lectr variants at 1 and 4 connections: routing-rule count and a Redis-checked rate limit."""
-    from tests.redis_server import RedisServer
+    from devtools.services import RedisServer
 
     out: dict[str, Any] = {}
     variants: list[tuple[str, Callable[[], Running]]] = [

@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from lectr.store import Store
+from devtools.harness import Gateway, Mock
+from devtools.services import Postgres
+from lectr.capture.writer import RecordWriter
+from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
 from lectr.types import LogFilter, Record
-from lectr.writer import RecordWriter
-from tests.harness import Gateway, Mock
-from tests.pg import Postgres
 
 
 def synthetic(n: int, org: str) -> list[Record]:
@@ -206,7 +206,7 @@ def export_rss(url: str, org_rows: int) -> tuple[int, int, int, float]:
     stop.set()
     t.join()
     gw.stop()
-    mock.proc.terminate()
+    mock.stop()
     assert lines - 1 == n, (lines, n)
     return n, before, max(samples), elapsed
 

@@ -3,14 +3,13 @@
 - **fixed**: nginx answering every request with one fixed, valid
   `chat.completion` (with usage) — far cheaper than any gateway, so the
   gateway is what latency and throughput runs measure.
-- **stream**: the shared aiohttp mock (`benchmarks/mock_upstream.py`) with
+- **stream**: the shared aiohttp mock (`devtools/mock_provider.py`) with
   20 chunks × 5 ms and each chunk stamped with its send time, for streaming
   fidelity, where timing is the point and the mock's own cost is not.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from pathlib import Path
 import msgspec
 
 from benchmarks import env, procs
-from tests.harness import free_port, wait_http
+from devtools.harness import wait_http
+from devtools.ports import free_port
+from devtools.services import Nginx, nginx_config
 
 FIXED_BODY = msgspec.json.encode(
     {
@@ -47,41 +48,12 @@ STREAM_INTERVAL_MS = 5
 NGINX_KEEPALIVE = "keepalive_requests 100000000; keepalive_timeout 300s;"
 
 
-def nginx_conf(prefix: Path, body: str) -> Path:
-    """A complete nginx.conf for one foreground nginx with one worker."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (prefix / d).mkdir(exist_ok=True)
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""{user}
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    client_body_buffer_size 1m;
-    {NGINX_KEEPALIVE}
-{body}
-}}
-"""
-    )
-    return conf
-
-
 def start_nginx(prefix: Path, body: str, health_url: str) -> subprocess.Popen[bytes]:
-    conf = nginx_conf(prefix, body)
-    proc = procs.spawn([env.nginx(), "-p", str(prefix), "-c", str(conf)], prefix / "stdout.log")
-    wait_http(health_url, proc, prefix / "error.log")  # type: ignore[arg-type]
-    return proc
+    """One foreground nginx with one worker serving `body` (server blocks)."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    http = f"    client_body_buffer_size 1m;\n    {NGINX_KEEPALIVE}\n{body}"
+    conf = nginx_config(prefix, http, access_log=False, worker_connections=4096)
+    return Nginx(prefix, conf, health_url).service.proc
 
 
 @dataclass
@@ -120,7 +92,7 @@ def start_stream(tmp: Path) -> Upstream:
     cmd = [
         sys.executable,
         "-m",
-        "benchmarks.mock_upstream",
+        "devtools.mock_provider",
         "--port",
         str(port),
         "--chunks",

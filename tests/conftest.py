@@ -7,9 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Gateway, Mock
-from tests.pg import Postgres
-from tests.redis_server import RedisServer
+from devtools.harness import Gateway, Mock
+from devtools.services import Postgres, RedisServer
+
+# Fixtures that start a server, and the marker their tests get, so that
+# `-m "not postgres"` (etc.) leaves out every test that needs one.
+SERVER_FIXTURES = {"postgres": "postgres", "redis_server": "redis", "own_redis": "redis"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        # Store and insights tests run on both backends through fixtures
+        # parametrized "sqlite" / "postgres".
+        if callspec is not None and any(v == "postgres" for v in callspec.params.values()):
+            names.add("postgres")
+        for fixture, marker in SERVER_FIXTURES.items():
+            if fixture in names:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -19,10 +35,8 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mock(tmp_root: Path) -> Iterator[Mock]:
-    m = Mock(tmp_root)
-    yield m
-    m.proc.terminate()
-    m.proc.wait(timeout=10)
+    with Mock(tmp_root) as m:
+        yield m
 
 
 @pytest.fixture(scope="session")

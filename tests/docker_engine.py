@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT
+from devtools.harness import ROOT
 
 # Debian's docker.io client (20.10): a newer one on the PATH may demand the
 # buildx plugin for BuildKit, which cannot be installed here.

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from benchmarks.targets import FEATURE, MODEL_FIXED, PROVIDER_KEY, Env, Running
-from tests.harness import Gateway
+from devtools.harness import Gateway
 
 NAME = "lectr"
 DESCRIPTION = "Lectr, 1 worker: auth, 10 routing rules, SQLite capture, metrics"

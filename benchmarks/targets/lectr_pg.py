@@ -1,10 +1,10 @@
 """Lectr with every feature on, capturing to PostgreSQL instead of SQLite (a
-throwaway server on loopback from `tests.pg`, fsync off as in the tests)."""
+throwaway server on loopback from `devtools.services`, fsync off as in the tests)."""
 
 from __future__ import annotations
 
 from benchmarks.targets import Env, Running, lectr
-from tests.pg import Postgres
+from devtools.services import Postgres
 
 NAME = "lectr-pg"
 DESCRIPTION = "Lectr as above, capture to PostgreSQL on loopback"

@@ -10,7 +10,8 @@ import os
 
 from benchmarks import procs
 from benchmarks.targets import MODEL_FIXED, MODEL_STREAM, Env, Running
-from tests.harness import free_port, wait_http
+from devtools.harness import wait_http
+from devtools.ports import free_port
 
 NAME = "litellm"
 DESCRIPTION = "LiteLLM proxy, 1 worker, no database (the peer)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from benchmarks import procs, upstreams
 from benchmarks.targets import Env, Running
-from tests.harness import free_port
+from devtools.ports import free_port
 
 NAME = "nginx"
 DESCRIPTION = "nginx reverse proxy, keep-alive upstream, 1 worker (the ideal proxy)"

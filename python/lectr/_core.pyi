@@ -21,6 +21,9 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     """The provider connection broke or returned an invalid response."""
 
+class UpstreamBadResponse(UpstreamProtocolError):
+    """The provider's response is malformed (status, head, framing or an SSE event too large)."""
+
 class RequestMeta:
     """The parsed top level of a request body."""
 
@@ -52,8 +55,14 @@ class ResponseReader:
     """Incremental parser of one HTTP/1.1 response (no I/O: fed the bytes)."""
 
     def __init__(
-        self, max_buffered: int = 64 << 20, strip_usage: bool = False, head_request: bool = False
-    ) -> None: ...
+        self,
+        max_buffered: int = 64 << 20,
+        strip_usage: bool = False,
+        head_request: bool = False,
+        max_event: int = 4 << 20,
+        protocol: str = "chat",
+    ) -> None:
+        """`protocol`: "chat", "responses" (OpenAI) or "messages" (Anthropic)."""
     def feed(self, data: bytes) -> int:
         """0 nothing to hand on, 1 head known and body streaming, 2 complete."""
     def eof(self) -> int:
@@ -66,6 +75,9 @@ class ResponseReader:
     def pending(self) -> int: ...
     @property
     def received(self) -> int: ...
+    @property
+    def declared_length(self) -> int | None:
+        """The body length the provider declared in content-length, None if chunked or until-close."""
     @property
     def status(self) -> int: ...
     @property
@@ -86,7 +98,11 @@ class ResponseReader:
     def usage(self) -> tuple[int | None, int | None, int] | None:
         """(prompt, completion, cached) as the provider reported, or None."""
     @property
-    def saw_done(self) -> bool: ...
+    def saw_done(self) -> bool:
+        """`data: [DONE]`, or the Responses / Messages terminal event, arrived."""
+    @property
+    def usage_extra(self) -> tuple[int, int] | None:
+        """(cache_write, reasoning) tokens of a Responses / Messages response."""
     def completion_source(self) -> tuple[bytes, bool]:
         """Retained SSE deltas (True) or the buffered body (False)."""
 

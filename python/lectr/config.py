@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     connect_timeout: float = 5.0
     first_byte_timeout: float = 120.0
     idle_timeout: float = 120.0
+    # Largest SSE event held while its end is awaited; past it the stream fails.
+    sse_max_event_bytes: int = 4 * 1024 * 1024
     warm_tokenizers: bool = False
     writer_queue_size: int = 100_000
     writer_batch_size: int = 1_000
@@ -94,6 +96,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be at least 1024")
+        if self.sse_max_event_bytes < 1024:
+            raise ConfigError("sse_max_event_bytes must be at least 1024")
         if self.metrics_label_cap < 1:
             raise ConfigError(f"metrics_label_cap must be at least 1, got {self.metrics_label_cap}")
         if not 0 < self.untagged_prompt_threshold <= 1:

@@ -9,7 +9,9 @@ LectrError                          (status, type, code, source)
  ├── InvalidRequest                 400 invalid_request_error invalid_request
  ├── InvalidProvider                400 invalid_request_error invalid_provider
  ├── AzureConfigMissing             400 invalid_request_error azure_config_missing
+ ├── UnsupportedEndpoint            400 invalid_request_error unsupported_endpoint
  ├── RequestTooLarge                413 invalid_request_error request_too_large
+ ├── ClientClosed                   499 invalid_request_error client_closed  (client left mid-body)
  ├── NotFound                       404 invalid_request_error not_found
  ├── MethodNotAllowed               405 invalid_request_error method_not_allowed
  ├── AdminAuthRequired              401 authentication_error admin_auth_required
@@ -20,6 +22,7 @@ LectrError                          (status, type, code, source)
  ├── BudgetExceeded                 429 rate_limit_error budget_exceeded
  ├── PolicyUnavailable              503 api_error policy_unavailable  (fail-closed, Redis down)
  ├── ProviderUnreachable            502 api_error provider_unreachable   (network)
+ ├── ProviderBadResponse            502 api_error provider_bad_response  (provider: not valid HTTP)
  └── ProviderTimeout                504 api_error provider_timeout       (network)
 ```
 
@@ -99,8 +102,19 @@ class AzureConfigMissing(LectrError):
     status, type, code = 400, "invalid_request_error", "azure_config_missing"
 
 
+class UnsupportedEndpoint(LectrError):
+    status, type, code = 400, "invalid_request_error", "unsupported_endpoint"
+
+
 class RequestTooLarge(LectrError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class ClientClosed(LectrError):
+    """The client hung up before its request body was complete; recorded as
+    499 like a stream the client abandoned (nobody is left to read an answer)."""
+
+    status, type, code, source = 499, "invalid_request_error", "client_closed", "client"
 
 
 class NotFound(LectrError):
@@ -150,6 +164,10 @@ class ProviderUnreachable(LectrError):
     status, type, code, source = 502, "api_error", "provider_unreachable", "network"
 
 
+class ProviderBadResponse(LectrError):
+    status, type, code, source = 502, "api_error", "provider_bad_response", "provider"
+
+
 class ProviderTimeout(LectrError):
     status, type, code, source = 504, "api_error", "provider_timeout", "network"
 
@@ -158,6 +176,8 @@ def from_core(exc: _core.UpstreamError, provider: str) -> LectrError:
     """Translate an upstream failure from the Rust core (the only mapping)."""
     if isinstance(exc, _core.UpstreamTimeout):
         return ProviderTimeout(f"{provider} did not respond in time ({exc} timeout)")
+    if isinstance(exc, _core.UpstreamBadResponse):
+        return ProviderBadResponse(f"{provider} sent an invalid response: {exc}")
     if isinstance(exc, _core.UpstreamConnectError):
         return ProviderUnreachable(f"could not connect to {provider}: {exc}")
     return ProviderUnreachable(f"the connection to {provider} failed: {exc}")

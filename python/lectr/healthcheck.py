@@ -1,4 +1,4 @@
-"""Probe a local gateway's `/healthz` or `/readyz`: the container HEALTHCHECK and dev-stack readiness."""
+"""Probe a local gateway's `/healthz` or `/readyz`: the container HEALTHCHECK and dev stack readiness."""
 
 from __future__ import annotations
 

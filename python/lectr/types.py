@@ -31,6 +31,10 @@ class Record(msgspec.Struct, kw_only=True, gc=False):
     cost_usd: float | None = None
     feature: str = "untagged"
     task: str | None = None
+    # Of prompt_tokens, those written to the provider's prompt cache (Anthropic).
+    cache_write_tokens: int | None = None
+    # Of completion_tokens, those spent on reasoning.
+    reasoning_tokens: int | None = None
 
 
 RECORD_FIELDS: tuple[str, ...] = Record.__struct_fields__
@@ -157,3 +161,50 @@ class LogFilter(msgspec.Struct, kw_only=True, frozen=True):
     provider: str | None = None
     status: str | None = None
     rule: str | None = None
+
+
+class Anomaly(msgspec.Struct, kw_only=True):
+    """One anomaly as stored and shown. `feature` None means the whole org;
+    `deviation` is (observed - baseline) / sigma."""
+
+    id: str
+    org_id: str
+    feature: str | None
+    type: str
+    metric: str
+    baseline: float
+    sigma: float
+    observed: float
+    deviation: float
+    severity: str
+    window_start: int
+    window_end: int
+    detected_at: float
+    state: str
+    ongoing: bool
+    resolved_at: float | None = None
+    dismissed_at: float | None = None
+    alert_state: str = "none"
+    alert_attempts: int = 0
+    alerted_at: float | None = None
+
+
+class WindowStats(msgspec.Struct, frozen=True):
+    """Sums over a scope's baseline samples (windows with traffic, minus
+    dismissed windows). Ratio sums cover only windows with at least
+    `min_requests` requests, counted by `n_ratio`."""
+
+    org_id: str
+    feature: str
+    n: int
+    req: float
+    req_sq: float
+    cost: float
+    cost_sq: float
+    n_ratio: int
+    err: float
+    err_sq: float
+    p95: float
+    p95_sq: float
+    drift: float
+    drift_sq: float

@@ -8,6 +8,7 @@
 //!       ├── UpstreamConnectError   no connection could be made
 //!       ├── UpstreamTimeout        connect, first-byte or idle timeout
 //!       └── UpstreamProtocolError  the connection broke or spoke nonsense
+//!            └── UpstreamBadResponse    what the provider sent is not valid HTTP
 //! ```
 
 use pyo3::create_exception;
@@ -51,6 +52,13 @@ create_exception!(
     "The provider connection broke or returned an invalid response."
 );
 
+create_exception!(
+    _core,
+    UpstreamBadResponse,
+    UpstreamProtocolError,
+    "The provider's response is malformed (status, head, framing or an SSE event too large)."
+);
+
 /// Register the exception classes on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -66,5 +74,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "UpstreamProtocolError",
         py.get_type::<UpstreamProtocolError>(),
     )?;
+    m.add("UpstreamBadResponse", py.get_type::<UpstreamBadResponse>())?;
     Ok(())
 }

@@ -10,8 +10,9 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::UpstreamProtocolError;
+use crate::errors::{UpstreamBadResponse, UpstreamProtocolError};
 use crate::headers::{AuthStyle, client_response_headers, upstream_request_headers};
+use crate::protocols::{EventTap, Protocol, Tokens, body_tokens};
 use crate::tokens;
 use crate::usage::{StreamTap, Usage, body_usage};
 
@@ -20,6 +21,8 @@ use crate::usage::{StreamTap, Usage, body_usage};
 const MAX_HEAD: usize = 256 << 10;
 /// Most headers a response head may carry.
 const MAX_HEADERS: usize = 128;
+/// Default largest SSE event held while its blank line is awaited.
+pub const DEFAULT_MAX_EVENT: usize = 4 << 20;
 
 /// Whether `b` is an HTTP token character (RFC 9110 §5.6.2).
 fn is_tchar(b: u8) -> bool {
@@ -148,16 +151,33 @@ pub struct ResponseReader {
     max_buffered: usize,
     strip_usage: bool,
     tap: Option<StreamTap>,
+    /// Largest SSE event (bytes before its blank line) the tap may hold: a
+    /// provider's endless line would otherwise grow it without limit.
+    max_event: usize,
+    /// The body length the provider declared (`content-length`), if any.
+    declared_length: Option<u64>,
     /// Streamed output not yet taken.
     out: Vec<u8>,
     usage: Option<Usage>,
     received: u64,
+    /// The endpoint's protocol: which tap reads an SSE body and how a JSON
+    /// body's usage is read.
+    protocol: Protocol,
+    /// The Responses / Messages tap (instead of `tap`).
+    events: Option<EventTap>,
+    /// Usage of a Responses / Messages response, normalised.
+    tokens: Option<Tokens>,
 }
 
 impl ResponseReader {
     /// A reader for the response to a request; `head_request` when the
     /// request was HEAD (the response then has no body whatever it says).
-    pub fn create(max_buffered: usize, strip_usage: bool, head_request: bool) -> Self {
+    pub fn create(
+        max_buffered: usize,
+        strip_usage: bool,
+        head_request: bool,
+        max_event: usize,
+    ) -> Self {
         ResponseReader {
             phase: Phase::Pending,
             buf: Vec::new(),
@@ -173,10 +193,21 @@ impl ResponseReader {
             max_buffered,
             strip_usage,
             tap: None,
+            max_event,
+            declared_length: None,
             out: Vec::new(),
             usage: None,
             received: 0,
+            protocol: Protocol::Chat,
+            events: None,
+            tokens: None,
         }
+    }
+
+    /// The same reader for a response of `protocol`.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Consume bytes from the connection.
@@ -239,6 +270,11 @@ impl ResponseReader {
                 self.buf.drain(..len);
                 continue;
             }
+            if !(200..=599).contains(&status) {
+                // httparse takes any three digits; the HTTP server answering the
+                // client panics on a status outside 100-599, so it stops here.
+                return Err(format!("invalid status code {status:03} from the provider"));
+            }
             let version = resp.version.unwrap_or(1);
             let pairs: Vec<(&str, &[u8])> =
                 resp.headers.iter().map(|h| (h.name, h.value)).collect();
@@ -284,13 +320,17 @@ impl ResponseReader {
             } else if chunked {
                 Framing::Chunked(ChunkState::Size)
             } else if let Some(n) = length {
+                self.declared_length = Some(n);
                 Framing::Length(n)
             } else {
                 close = true;
                 Framing::Close
             };
             self.keep_alive = !close;
-            if sse {
+            if sse && self.protocol != Protocol::Chat {
+                self.events = Some(EventTap::new(self.protocol));
+                self.phase = Phase::Streaming;
+            } else if sse {
                 self.tap = Some(StreamTap::new(self.strip_usage));
                 self.phase = Phase::Streaming;
             } else {
@@ -306,11 +346,11 @@ impl ResponseReader {
     /// Decode body bytes as framed.
     fn body_bytes(&mut self, data: &[u8]) -> Result<(), String> {
         match self.framing {
-            Framing::Close => self.emit(data),
+            Framing::Close => self.emit(data)?,
             Framing::Length(left) => {
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
                 let (now, extra) = data.split_at(take);
-                self.emit(now);
+                self.emit(now)?;
                 let left = left - take as u64;
                 self.framing = Framing::Length(left);
                 if left == 0 {
@@ -361,7 +401,9 @@ impl ResponseReader {
                     }
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
                     let piece = rest.get(..take).unwrap_or_default();
-                    self.emit(piece);
+                    if let Err(e) = self.emit(piece) {
+                        break Err(e);
+                    }
                     pos += take;
                     let left = left - take as u64;
                     self.framing = Framing::Chunked(if left == 0 {
@@ -406,9 +448,10 @@ impl ResponseReader {
     }
 
     /// Body bytes, decoded: buffered, or tapped and queued for the client.
-    fn emit(&mut self, bytes: &[u8]) {
+    /// Fails when an SSE event outgrows `max_event`.
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), String> {
         if bytes.is_empty() {
-            return;
+            return Ok(());
         }
         if self.buffering {
             self.body.extend_from_slice(bytes);
@@ -417,7 +460,19 @@ impl ResponseReader {
                 self.buffering = false;
                 self.phase = Phase::Streaming;
             }
-            return;
+            return Ok(());
+        }
+        if let Some(ev) = self.events.as_mut() {
+            ev.feed(bytes);
+            self.tokens = ev.usage;
+            self.out.extend_from_slice(bytes);
+            if ev.pending_len() > self.max_event {
+                return Err(format!(
+                    "an SSE event from the provider exceeds {} bytes",
+                    self.max_event
+                ));
+            }
+            return Ok(());
         }
         match self.tap.as_mut() {
             Some(tap) => {
@@ -428,14 +483,26 @@ impl ResponseReader {
                 if let Some(u) = tap.usage {
                     self.usage = Some(u);
                 }
+                if tap.pending_len() > self.max_event {
+                    return Err(format!(
+                        "an SSE event from the provider exceeds {} bytes",
+                        self.max_event
+                    ));
+                }
             }
             None => self.out.extend_from_slice(bytes),
         }
+        Ok(())
     }
 
     /// The message is complete.
     fn finish(&mut self) {
-        if let Some(tap) = self.tap.as_mut() {
+        if let Some(ev) = self.events.as_mut() {
+            ev.finish();
+            self.tokens = ev.usage;
+        } else if self.buffering && self.protocol != Protocol::Chat {
+            self.tokens = body_tokens(self.protocol, &self.body);
+        } else if let Some(tap) = self.tap.as_mut() {
             let rest = tap.finish();
             self.out.extend_from_slice(&rest);
             if let Some(u) = tap.usage {
@@ -458,19 +525,30 @@ impl ResponseReader {
     /// A reader for one response. `max_buffered`: largest non-SSE body held
     /// whole; `strip_usage`: remove usage the gateway asked for from an SSE
     /// stream; `head_request`: the request was HEAD.
+    /// `max_event`: largest SSE event held before the stream fails;
+    /// `protocol`: `chat`, `responses` or `messages`.
     #[new]
-    #[pyo3(signature = (max_buffered=64 << 20, strip_usage=false, head_request=false))]
-    fn new(max_buffered: usize, strip_usage: bool, head_request: bool) -> Self {
-        Self::create(max_buffered, strip_usage, head_request)
+    #[pyo3(signature = (max_buffered=64 << 20, strip_usage=false, head_request=false, max_event=DEFAULT_MAX_EVENT, protocol="chat"))]
+    fn new(
+        max_buffered: usize,
+        strip_usage: bool,
+        head_request: bool,
+        max_event: usize,
+        protocol: &str,
+    ) -> PyResult<Self> {
+        let p = Protocol::parse(protocol).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("unknown protocol {protocol:?}"))
+        })?;
+        Ok(Self::create(max_buffered, strip_usage, head_request, max_event).with_protocol(p))
     }
 
     /// Feed received bytes; returns 0 (nothing to hand on yet), 1 (head
     /// known, body streaming) or 2 (message complete). Raises
-    /// `UpstreamProtocolError` on a malformed response.
+    /// `UpstreamBadResponse` on a malformed response.
     fn feed(&mut self, data: &[u8]) -> PyResult<u8> {
         self.push(data)
             .map(|p| p as u8)
-            .map_err(UpstreamProtocolError::new_err)
+            .map_err(UpstreamBadResponse::new_err)
     }
 
     /// The provider closed the connection; returns the phase as `feed`
@@ -509,6 +587,13 @@ impl ResponseReader {
     #[getter]
     fn received(&self) -> u64 {
         self.received
+    }
+
+    /// The body length the provider declared in `content-length`, None
+    /// for a chunked or read-until-close body.
+    #[getter]
+    fn declared_length(&self) -> Option<u64> {
+        self.declared_length
     }
 
     /// HTTP status (0 until the head arrived).
@@ -562,19 +647,34 @@ impl ResponseReader {
     /// Usage the provider reported: `(prompt, completion, cached)` or None.
     #[getter]
     fn usage(&self) -> Option<(Option<u64>, Option<u64>, u64)> {
+        if self.protocol != Protocol::Chat {
+            return self.tokens.map(|t| (t.prompt, t.completion, t.cached));
+        }
         self.usage
             .map(|u| (u.prompt_tokens, u.completion_tokens, u.cached()))
     }
 
-    /// Whether an SSE stream carried `data: [DONE]`.
+    /// Whether an SSE stream carried `data: [DONE]` (for Responses and
+    /// Messages: the protocol's terminal event).
     #[getter]
     fn saw_done(&self) -> bool {
         self.tap.as_ref().is_some_and(|t| t.saw_done)
+            || self.events.as_ref().is_some_and(|t| t.saw_end)
+    }
+
+    /// Cache-write and reasoning tokens the provider reported (Responses
+    /// and Messages; None for chat or when no usage was reported).
+    #[getter]
+    fn usage_extra(&self) -> Option<(u64, u64)> {
+        self.tokens.map(|t| (t.cache_write, t.reasoning))
     }
 
     /// What a completion estimate reads: the retained SSE deltas, or the
     /// buffered body, and which of the two it is.
     fn completion_source<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, bool) {
+        if let Some(ev) = self.events.as_ref() {
+            return (PyBytes::new(py, ev.retained()), true);
+        }
         match self.tap.as_ref() {
             Some(t) => (PyBytes::new(py, t.retained()), true),
             None => (PyBytes::new(py, &self.body), false),
@@ -672,7 +772,7 @@ mod tests {
     }
 
     fn read_all(parts: &[&[u8]]) -> ResponseReader {
-        let mut r = ResponseReader::create(1 << 20, false, false);
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT);
         for p in parts {
             r.push(p).unwrap();
         }
@@ -711,7 +811,7 @@ mod tests {
         wire.extend_from_slice(b"0\r\nx-trailer: 1\r\n\r\n");
         // Any split of the wire gives the same result.
         for split in [1usize, 3, 7, 64, wire.len()] {
-            let mut r = ResponseReader::create(1 << 20, false, false);
+            let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT);
             let mut out = Vec::new();
             for part in wire.chunks(split) {
                 r.push(part).unwrap();
@@ -725,6 +825,47 @@ mod tests {
     }
 
     #[test]
+    fn protocol_readers_pass_bytes_and_read_normalised_usage() {
+        let events = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":3,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\n\
+                      event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\n\
+                      event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+            events.len()
+        );
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT)
+            .with_protocol(Protocol::Messages);
+        r.push(head.as_bytes()).unwrap();
+        for piece in events.as_bytes().chunks(7) {
+            r.push(piece).unwrap();
+        }
+        assert_eq!(r.phase, Phase::Done);
+        assert_eq!(r.out, events.as_bytes());
+        let t = r.tokens.unwrap();
+        assert_eq!(
+            (t.prompt, t.completion, t.cached, t.cache_write),
+            (Some(10), Some(4), 3, 2)
+        );
+        assert!(r.events.as_ref().unwrap().saw_end);
+
+        let body = br#"{"object":"response","usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":4},"output_tokens":3,"output_tokens_details":{"reasoning_tokens":2}}}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT)
+            .with_protocol(Protocol::Responses);
+        r.push(head.as_bytes()).unwrap();
+        r.push(body).unwrap();
+        assert!(r.body_complete());
+        let t = r.tokens.unwrap();
+        assert_eq!(
+            (t.prompt, t.completion, t.cached, t.reasoning),
+            (Some(9), Some(3), 4, 2)
+        );
+    }
+
+    #[test]
     fn read_until_close_and_cut_short_bodies() {
         let mut r = read_all(&[b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nabc"]);
         assert_eq!(r.phase, Phase::Pending);
@@ -734,7 +875,7 @@ mod tests {
 
         let mut r = read_all(&[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]);
         assert!(r.close_input().is_err());
-        let mut r = ResponseReader::create(1 << 20, false, false);
+        let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT);
         assert!(r.close_input().is_err());
     }
 
@@ -742,7 +883,7 @@ mod tests {
     fn interim_and_bodyless_responses() {
         let r = read_all(&[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"]);
         assert_eq!((r.status, r.phase), (204, Phase::Done));
-        let mut r = ResponseReader::create(1 << 20, false, true);
+        let mut r = ResponseReader::create(1 << 20, false, true, DEFAULT_MAX_EVENT);
         r.push(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
             .unwrap();
         assert_eq!(r.phase, Phase::Done);
@@ -750,7 +891,7 @@ mod tests {
 
     #[test]
     fn large_bodies_stream_past_the_cap() {
-        let mut r = ResponseReader::create(4, false, false);
+        let mut r = ResponseReader::create(4, false, false, DEFAULT_MAX_EVENT);
         r.push(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456")
             .unwrap();
         assert_eq!(r.phase, Phase::Streaming);
@@ -765,19 +906,52 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         for bad in [
             &b"HTTP/1.1 2x0 OK\r\n\r\n"[..],
+            b"HTTP/1.1 000 X\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 099 X\r\n\r\n",
+            b"HTTP/1.1 600 X\r\n\r\n",
+            b"HTTP/1.1 999 X\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nabc",
         ] {
-            let mut r = ResponseReader::create(1 << 20, false, false);
+            let mut r = ResponseReader::create(1 << 20, false, false, DEFAULT_MAX_EVENT);
             assert!(r.push(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn an_sse_event_past_the_cap_fails_the_stream() {
+        for strip in [false, true] {
+            let mut r = ResponseReader::create(1 << 20, strip, false, 1000);
+            r.push(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: ok\n\n")
+                .unwrap();
+            let mut line = b"data: ".to_vec();
+            line.extend_from_slice(&[b'x'; 900]);
+            r.push(&line).unwrap();
+            let err = r.push(&[b'x'; 200]).unwrap_err();
+            assert!(err.contains("exceeds 1000 bytes"), "{err}");
+        }
+        // Many small events stay well under the cap.
+        let mut r = ResponseReader::create(1 << 20, false, false, 100);
+        r.push(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+            .unwrap();
+        for _ in 0..1000 {
+            r.push(b"data: {\"a\":1}\n\n").unwrap();
+        }
+    }
+
+    #[test]
+    fn declared_length_is_known_only_for_content_length_bodies() {
+        let r = read_all(&[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]);
+        assert_eq!(r.declared_length, Some(10));
+        let r = read_all(&[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]);
+        assert_eq!(r.declared_length, None);
     }
 
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_bytes(parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8)) {
-            let mut r = ResponseReader::create(128, true, false);
+            let mut r = ResponseReader::create(128, true, false, 256);
             let mut wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n".to_vec();
             for p in &parts { wire.extend_from_slice(p); }
             for piece in wire.chunks(5) {

@@ -11,6 +11,8 @@
 //!   byte stream.
 //! - [`usage`]: usage extraction from JSON bodies and SSE events, and stripping
 //!   of the usage artefacts a client did not ask for.
+//! - [`protocols`]: the usage taps of the OpenAI Responses and Anthropic
+//!   Messages streams and bodies.
 //! - [`tokens`]: offline BPE token counting when a provider reports no usage.
 //! - [`h1`]: HTTP/1.1 to the provider without I/O: the request encoder and
 //!   the response reader the event loop feeds (chunked, SSE tap, usage).
@@ -23,6 +25,7 @@
 pub mod errors;
 pub mod h1;
 pub mod headers;
+pub mod protocols;
 pub mod request;
 pub mod sse;
 pub mod tokens;

@@ -32,7 +32,30 @@ pub struct PromptDetails {
     pub cached_tokens: Option<u64>,
 }
 
+/// Upper bound on any one usage figure of one request. The largest context
+/// windows are a few million tokens; a figure past this is a provider (or
+/// something on its path) lying, and trusting it stored absurd costs and, past
+/// 2^63, values the store cannot hold at all.
+pub const MAX_TOKENS: u64 = 100_000_000;
+
 impl Usage {
+    /// This usage if every figure is within [`MAX_TOKENS`], else `None`, so the
+    /// caller estimates tokens instead (and records them as estimated).
+    /// Negative, fractional, string or over-`u64` figures never get here: they
+    /// fail to deserialize, which is `None` as well.
+    pub fn sane(self) -> Option<Usage> {
+        let figures = [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        ];
+        figures
+            .iter()
+            .flatten()
+            .all(|v| *v <= MAX_TOKENS)
+            .then_some(self)
+    }
+
     /// Cached prompt tokens, 0 when not reported.
     pub fn cached(&self) -> u64 {
         self.prompt_tokens_details
@@ -49,7 +72,10 @@ struct BodyUsage {
 
 /// The `usage` object of a non-streamed JSON response, if it has one.
 pub fn body_usage(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<BodyUsage>(body).ok()?.usage
+    serde_json::from_slice::<BodyUsage>(body)
+        .ok()?
+        .usage?
+        .sane()
 }
 
 #[derive(Deserialize)]
@@ -239,7 +265,12 @@ impl StreamTap {
         };
         let is_null = usage_raw.get().trim() == "null";
         if !is_null {
-            if let Ok(u) = serde_json::from_str::<Usage>(usage_raw.get()) {
+            // An invalid figure is ignored like unparseable usage: an earlier
+            // valid report stands, else the tokens are estimated.
+            if let Some(u) = serde_json::from_str::<Usage>(usage_raw.get())
+                .ok()
+                .and_then(Usage::sane)
+            {
                 self.usage = Some(u);
             }
         }
@@ -262,6 +293,11 @@ impl StreamTap {
     /// The retained `choices` arrays, one per line.
     pub fn retained(&self) -> &[u8] {
         &self.retained
+    }
+
+    /// Bytes of the event in progress (held until its blank line arrives).
+    pub fn pending_len(&self) -> usize {
+        self.framer.pending().len()
     }
 }
 
@@ -306,6 +342,50 @@ data: [DONE]\n\n";
         );
         assert!(body_usage(b"not json").is_none());
         assert!(body_usage(br#"{"data":[]}"#).is_none());
+    }
+
+    #[test]
+    fn absurd_usage_figures_are_no_usage() {
+        for bad in [
+            "18446744073709551616",
+            "18446744073709551615",
+            "9223372036854775808",
+            "100000001",
+            "-1",
+            "1e30",
+            "12.5",
+            "\"12\"",
+            "true",
+        ] {
+            for field in ["prompt_tokens", "completion_tokens", "input_tokens"] {
+                let body = format!(r#"{{"usage":{{"{field}":{bad}}}}}"#);
+                assert_eq!(body_usage(body.as_bytes()), None, "{body}");
+            }
+            let cached = format!(
+                r#"{{"usage":{{"prompt_tokens":5,"prompt_tokens_details":{{"cached_tokens":{bad}}}}}}}"#
+            );
+            assert_eq!(body_usage(cached.as_bytes()), None, "{cached}");
+            let sse = format!(
+                "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{bad},\"completion_tokens\":1}}}}\n\n"
+            );
+            let mut tap = StreamTap::new(true);
+            run(&mut tap, &[sse.as_bytes()]);
+            assert_eq!(tap.usage, None, "{sse}");
+        }
+        let at_cap = format!(r#"{{"usage":{{"prompt_tokens":{MAX_TOKENS}}}}}"#);
+        assert_eq!(
+            body_usage(at_cap.as_bytes()).and_then(|u| u.prompt_tokens),
+            Some(MAX_TOKENS)
+        );
+    }
+
+    #[test]
+    fn an_absurd_late_report_keeps_the_earlier_valid_one() {
+        let src = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9223372036854775807,\"completion_tokens\":1}}\n\n";
+        let mut tap = StreamTap::new(false);
+        run(&mut tap, &[src]);
+        assert_eq!(tap.usage.and_then(|u| u.prompt_tokens), Some(3));
     }
 
     #[test]

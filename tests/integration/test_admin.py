@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
 from tests.integration.test_proxy import CHAT, error_of, post
 
 TOKEN = "admin-token-for-tests-5b1f"
@@ -121,7 +121,10 @@ def test_log_pages_filters_and_org_isolation(admin_gw: Gateway) -> None:
     own = api(admin_gw, "GET", "/admin/orgs/loga/requests", token=None, headers={"X-Lectr-Key": a})
     assert own.status_code == 200 and len(own.json()["data"]) == 9
     other = api(admin_gw, "GET", "/admin/orgs/logb/requests", token=None, headers={"X-Lectr-Key": a})
-    assert other.status_code == 403 and error_of(other)["code"] == "forbidden"
+    missing = api(admin_gw, "GET", "/admin/orgs/no-such-org/requests", token=None, headers={"X-Lectr-Key": a})
+    # Another org's data and a missing org look the same to an org key.
+    assert other.status_code == missing.status_code == 404 and error_of(other)["code"] == "not_found"
+    assert error_of(other)["message"].replace("logb", "no-such-org") == error_of(missing)["message"]
     assert api(admin_gw, "GET", "/admin/orgs", token=None, headers={"X-Lectr-Key": a}).status_code == 403
     assert (
         api(admin_gw, "GET", "/admin/orgs/loga/keys", token=None, headers={"X-Lectr-Key": a}).status_code

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.report import PLOTS
-from tests.harness import ROOT
+from devtools.harness import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.nginx]
 
 TARGETS = ("direct", "nginx", "lectr", "lectr-pg", "litellm")
 VARIANTS = ("lectr-0-rules", "lectr-100-rules", "lectr-redis-limit")

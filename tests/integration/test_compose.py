@@ -26,11 +26,12 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.harness import ROOT, Mock
+from devtools.ports import free_port
 from tests.docker_engine import DOCKER, Engine, install_missing
-from tests.harness import ROOT, Mock, free_port
 from tests.integration.test_container import MESSAGES, Load, client
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TOKEN = "compose-admin-token"
 DEPLOY = ROOT / "deploy"

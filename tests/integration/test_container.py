@@ -20,10 +20,11 @@ import httpx
 import openai
 import pytest
 
+from devtools.harness import Mock
+from devtools.ports import free_port
 from tests.docker_engine import Container, data_dir, docker
-from tests.harness import Mock, free_port
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TOKEN = "container-admin-token"
 PROVIDER_KEY = "sk-test-provider-key-0123456789"

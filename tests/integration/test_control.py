@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Mock, free_port, running
+from devtools.harness import Gateway, Mock, running
+from devtools.ports import free_port
+from devtools.services import Postgres
 from tests.integration.test_proxy import CHAT, error_of, headers, post, tag
-from tests.pg import Postgres
 
 TOKEN = "control-admin-token"
 LLAMA = {**CHAT, "model": "llama-3.1-8b-instant"}

@@ -2,8 +2,8 @@
 
 hadolint on the Dockerfile, a strict Compose Specification parse of
 compose.yaml, nginx -t and promtool on the configs both set-ups share, every
-referenced path present, and the container and `lectr dev-stack` starting
-instances the same way.
+referenced path present, and the container and the dev stack (`make stack`)
+starting instances the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import pytest
 import yaml
 from compose_spec import ComposeSpecification, PyCompose
 
-from lectr import devstack
+from devtools import stack as devstack
+from devtools.harness import ROOT
 from lectr.config import Settings
-from tests.harness import ROOT
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -266,6 +266,7 @@ def test_grafana_mounts_match_the_provisioning(compose: dict[str, Any]) -> None:
 # -- the configs compose and the dev stack share --------------------------------
 
 
+@pytest.mark.nginx
 def test_nginx_template_renders_like_the_image_and_passes_nginx_t(tmp_path: Path) -> None:
     template = (DEPLOY / devstack.NGINX_TEMPLATE).read_text()
     # Only the two LECTR_LB_ variables are meant for envsubst; anything else
@@ -303,6 +304,7 @@ def test_nginx_template_renders_like_the_image_and_passes_nginx_t(tmp_path: Path
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.prometheus
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = devstack.ensure("promtool", "prometheus", lambda: _path(shutil.which("promtool")))
     shutil.copytree(DEPLOY / "prometheus", tmp_path, dirs_exist_ok=True)

@@ -12,9 +12,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
+from devtools.services import Postgres
 from tests.integration.test_proxy import CHAT, headers
-from tests.pg import Postgres
 
 
 @pytest.fixture
@@ -118,3 +118,36 @@ def test_sigterm_mid_load_loses_nothing(pg_gateway: tuple[Gateway, str], pg_url:
         assert gw.proc.wait(timeout=60) == 0
     assert load.served > 50
     assert wait_stored(pg_url, load.served, timeout=10) == load.served
+
+
+@pytest.mark.parametrize("spill_after", ["default", "1"])
+def test_outage_then_sigterm_stores_every_answered_request(
+    tmp_root: Path, mock: Mock, postgres: Postgres, spill_after: str
+) -> None:
+    """Issue 20, defect 1, the exact sequence: load, `pg_ctl stop -m fast`
+    for 9 s, start, stop the load, SIGTERM. The records spilled during the
+    outage must be replayed by the drain, not left for a next start that a
+    scale-down never brings."""
+    url = postgres.new_database("outage")
+    env = {"LECTR_DATABASE_URL": url}
+    if spill_after != "default":
+        env["LECTR_WRITER_SPILL_AFTER_FAILURES"] = spill_after
+    with running(tmp_root, mock, **env) as gw:
+        key = gw.create_org("outage")
+        gw.start()
+        with Load(gw, key) as load:
+            time.sleep(2)
+            postgres.stop()
+            postgres.wait_down()
+            time.sleep(9)
+            postgres.start()
+        writer = httpx.get(gw.url + "/readyz", timeout=10).json()["writer"]
+        assert gw.proc is not None
+        gw.proc.terminate()
+        assert gw.proc.wait(timeout=60) == 0
+        log = gw.log.read_text()
+    assert load.failed == 0
+    assert load.served > 100
+    assert writer["spilled"] > 0, writer  # the outage was long enough to spill
+    assert stored(url) == load.served, log[-3000:]
+    assert "records remain spilled" in log  # the exit report says how many are left, and where

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import Gateway, Mock, free_port, running
+from devtools.harness import Gateway, Mock, running
+from devtools.ports import free_port
 from tests.integration.test_proxy import CHAT, error_of, headers, post, tag
 
 

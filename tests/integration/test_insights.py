@@ -23,21 +23,22 @@ from typing import Any
 import httpx
 import pytest
 
-from lectr.insights import Insights
+from devtools.harness import Gateway, Mock, running
+from devtools.ports import free_port
+from devtools.services import Postgres
+from lectr.gateway.pricing import PriceTable
+from lectr.gateway.upstream import Upstream
 from lectr.insights.anomalies import GRACE, WINDOW, Detector, webhook
+from lectr.insights.histogram import HIST_BUCKETS, latency_bucket, percentile
 from lectr.insights.recommendations import DowngradeMap
-from lectr.pricing import PriceTable
-from lectr.store import Store
-from lectr.store.insights import HIST_BUCKETS, Anomaly, latency_bucket, percentile
+from lectr.insights.service import Insights
+from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
-from lectr.types import LogFilter, Record
-from lectr.upstream import Upstream
-from tests.harness import Gateway, Mock, free_port, running
+from lectr.types import Anomaly, LogFilter, Record
 from tests.integration.test_admin import TOKEN, api
 from tests.integration.test_proxy import CHAT, error_of, post
 from tests.integration.test_store import backend, store  # noqa: F401 - fixtures
-from tests.pg import Postgres
 
 PRICES = PriceTable.load()
 
@@ -519,9 +520,17 @@ def test_overview_recommendations_and_feed_over_the_api_and_cli(insights_gw: Gat
     own = httpx.get(f"{gw.url}/admin/orgs/ins/overview", headers={"X-Lectr-Key": key}, timeout=10)
     assert own.status_code == 200 and own.json()["totals"]["requests"] == 122
     r = httpx.get(f"{gw.url}/admin/orgs/ins/overview", headers={"X-Lectr-Key": other}, timeout=10)
-    assert r.status_code == 403 and error_of(r)["code"] == "forbidden"
-    r = api(gw, "GET", "/admin/orgs/ins/overview?since=yesterday")
-    assert r.status_code == 400 and error_of(r)["code"] == "invalid_request"
+    assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+    for bad in ("yesterday", "nan", "inf", "-inf", "1e308", "-1e308", "NaN"):
+        for param in ("since", "until"):
+            r = api(gw, "GET", f"/admin/orgs/ins/overview?{param}={bad}")
+            assert r.status_code == 400 and error_of(r)["code"] == "invalid_request", (param, bad)
+            assert param in error_of(r)["message"]
+            r = api(gw, "GET", f"/admin/orgs/ins/requests?{param}={bad}")
+            assert r.status_code == 400 and error_of(r)["code"] == "invalid_request", (param, bad)
+    for bad in ("nan", "inf", "1e308"):
+        r = api(gw, "GET", f"/admin/orgs/ins/recommendations?days={bad}")
+        assert r.status_code == 400 and error_of(r)["code"] == "invalid_request", bad
 
     recs = api(gw, "GET", "/admin/orgs/ins/recommendations").json()["data"]
     assert [(x["feature"], x["model"], x["target_model"], x["confidence"]) for x in recs] == [

@@ -20,9 +20,10 @@ import yaml
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.harness import Gateway, Mock
+from devtools.ports import free_port
+from devtools.services import Prometheus
 from grafana import generate
-from tests.harness import Gateway, Mock, free_port
-from tests.prometheus_server import Prometheus
 
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
 # Grafana's variables as the test evaluates them: "All" for every template
@@ -282,6 +283,7 @@ def stack(tmp_root: Path, mock: Mock) -> Iterator[Stack]:
 # --- dashboards against Prometheus ----------------------------------------------
 
 
+@pytest.mark.prometheus
 def test_every_panel_query_returns_data(stack: Stack) -> None:
     evaluated = 0
     for dashboard, title, expr in targets():
@@ -314,6 +316,7 @@ def _expr(dashboard: str, title: str, ref: str = "A") -> str:
     raise KeyError(title)
 
 
+@pytest.mark.prometheus
 def test_template_variables_have_values(stack: Stack) -> None:
     seen = set()
     for dashboard, name, query in query_variables():
@@ -325,6 +328,7 @@ def test_template_variables_have_values(stack: Stack) -> None:
     assert seen == {"org", "feature", "provider", "model"}
 
 
+@pytest.mark.prometheus
 def test_dashboard_metrics_exist_and_every_export_is_panelled(stack: Stack) -> None:
     families = list(text_string_to_metric_families(scrape(stack.gw)))
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -346,6 +350,7 @@ def test_dashboard_metrics_exist_and_every_export_is_panelled(stack: Stack) -> N
 # --- /metrics against the store ---------------------------------------------------
 
 
+@pytest.mark.prometheus
 def test_counters_agree_with_the_store(stack: Stack) -> None:
     ss = samples(scrape(stack.gw))
     recs = rows(stack.gw)
@@ -393,6 +398,7 @@ def test_counters_agree_with_the_store(stack: Stack) -> None:
     }
 
 
+@pytest.mark.prometheus
 def test_counters_add_up_across_workers(stack: Stack) -> None:
     # Each worker wrote its own share; whichever worker answers shows them all.
     shares = per_worker_requests(stack.mp_dir)

@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Mock, free_port, running
+from devtools.harness import Gateway, Mock, running
+from devtools.ports import free_port
+from devtools.services import RedisServer
 from tests.integration.test_proxy import CHAT, PROVIDER_KEY, error_of
-from tests.redis_server import RedisServer
 
 TOKEN = "policy-admin-token"
 
@@ -268,6 +269,7 @@ def test_budget_fallback_serves_the_cheaper_model(budget_gw: Gateway, mock: Mock
     assert budget["spent_usd"] == pytest.approx(sum(r["cost_usd"] for r in everything))
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_redis_dying_fails_open_or_closed_without_hanging(
     tmp_root: Path, mock: Mock, fail_open: bool

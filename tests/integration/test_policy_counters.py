@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import redis
 
+from devtools.services import RedisServer
+from lectr.control.policy.counters import Check, Counters, LocalCounters, Settle, Verdict
+from lectr.control.policy.engine import Policy
+from lectr.control.policy.redis_counters import MAX_IDLE_CONNECTIONS, RedisCounters
 from lectr.errors import PolicyUnavailable
-from lectr.policy import Policy
-from lectr.policy.counters import Check, Counters, LocalCounters, Settle, Verdict
-from lectr.policy.redis_counters import MAX_IDLE_CONNECTIONS, RedisCounters
-from lectr.pricing import PriceTable
+from lectr.gateway.pricing import PriceTable
 from lectr.types import Budget, RateLimit
-from tests.redis_server import RedisServer
 
 NOW = 1_000_000_000  # ms; windows are relative to the `now` each call passes
 

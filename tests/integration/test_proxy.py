@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from devtools.harness import Gateway, Mock
 from lectr import _core
-from tests.harness import Gateway, Mock
 
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
@@ -283,6 +283,20 @@ def test_azure_needs_config_then_rewrites(gateway: Gateway, mock: Mock) -> None:
     assert req["query"] == "api-version=2024-10-21"
     h = mock_headers(req)
     assert h["api-key"] == PROVIDER_KEY and "authorization" not in h
+    # A deployment name is one path segment, whatever it holds.
+    before = len(mock.requests())
+    for bad in (".", "..", " "):
+        r = post(gateway, key, {**CHAT, "model": bad}, **{"X-Lectr-Provider": "azure"})
+        assert r.status_code == 400 and error_of(r)["code"] == "invalid_request", bad
+        assert "deployment" in error_of(r)["message"]
+    assert len(mock.requests()) == before
+    # Others are percent-encoded into that one segment and reach the endpoint.
+    for odd in ("a/../b", "x?y#z", "p%2e"):
+        r = post(gateway, key, {**CHAT, "model": odd}, **{"X-Lectr-Provider": "azure"})
+        assert r.status_code == 200, odd
+        req = last_request(mock)
+        assert req["path"] == f"/openai/deployments/{odd}/chat/completions", odd
+        assert req["query"] == "api-version=2024-10-21"
 
 
 def test_bad_bodies(gateway: Gateway, mock: Mock, key: str) -> None:

@@ -3,14 +3,16 @@ reaches a running gateway without a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
 from tests.integration.test_proxy import CHAT, error_of, post
 
 
@@ -52,15 +54,42 @@ def test_no_provider_key_or_prompt_on_disk_or_in_logs(tmp_root: Path, mock: Mock
             content=f"{{bad json {prompt}".encode(),
             headers={"X-Lectr-Key": key, "Authorization": f"Bearer {secret_key}"},
         )
-        assert len(gw.records(expect=3, feature="canary")) == 3
-        assert len(gw.records(expect=5)) == 5
+        # The agent protocols: Responses and Messages, streamed and not, and
+        # a Messages stream that breaks (the error path logs).
+        client.responses.create(model="gpt-4o-mini", input=prompt)
+        for _ in client.responses.create(model="gpt-4o-mini", input=prompt, stream=True):
+            pass
+        claude = anthropic.Anthropic(
+            base_url=gw.url,
+            api_key=secret_key,
+            default_headers={"X-Lectr-Key": key, "X-Lectr-Feature": "canary-agents"},
+            max_retries=0,
+        )
+        amsgs = [{"role": "user", "content": prompt}]
+        claude.messages.create(model="claude-sonnet-4", max_tokens=16, messages=amsgs)  # type: ignore[arg-type]
+        with claude.messages.stream(model="claude-sonnet-4", max_tokens=16, messages=amsgs) as s:  # type: ignore[arg-type]
+            s.get_final_message()
+        claude.messages.count_tokens(model="claude-sonnet-4", messages=amsgs)  # type: ignore[arg-type]
+        with contextlib.suppress(anthropic.APIError):
+            claude.messages.create(
+                model="claude-sonnet-4",
+                max_tokens=16,
+                messages=amsgs,  # type: ignore[arg-type]
+                stream=True,
+                extra_headers={"x-mock-reset-after": "2"},
+            ).close()
+        assert len(gw.records(expect=5, feature="canary")) == 5
+        assert len(gw.records(expect=4, feature="canary-agents")) == 4
+        assert len(gw.records(expect=11)) == 11
+        metrics = httpx.get(gw.url + "/metrics").content
         gw.stop()
         files = [p for p in gw.data_dir.rglob("*") if p.is_file()] + [gw.log]
         assert any(p.name.startswith("lectr.db") for p in files)
-        for p in files:
-            data = p.read_bytes()
-            for needle in (secret_key, prompt, "quarterly numbers", key):
-                assert needle.encode() not in data, f"{needle!r} found in {p}"
+        blobs = [(str(p), p.read_bytes()) for p in files] + [("/metrics", metrics)]
+        # The completion text too (the mock's words; no provider-side echo).
+        for where, data in blobs:
+            for needle in (secret_key, prompt, "quarterly numbers", key, "from the mock provider"):
+                assert needle.encode() not in data, f"{needle!r} found in {where}"
 
 
 def test_key_lifecycle_applies_to_the_running_gateway(gateway: Gateway) -> None:

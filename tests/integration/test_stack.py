@@ -1,6 +1,6 @@
 """The scale-out stack end to end without containers, driven through nginx with the `openai` SDK.
 
-`DevStack` (what `lectr dev-stack` and `make stack` run) brings up PostgreSQL,
+`DevStack` (what `make stack` runs) brings up PostgreSQL,
 Redis, two gateway instances, nginx and Prometheus. Checked: records from both
 instances in PostgreSQL, one shared rate limit, rule changes applied by both
 within 1 s, Prometheus scraping both, and SIGTERM to one instance mid-load
@@ -22,8 +22,16 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lectr.devstack import DevStack
-from tests.harness import Mock
+from devtools.harness import Mock
+from devtools.stack import DevStack
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.prometheus,
+    pytest.mark.nginx,
+]
 
 TOKEN = "stack-admin-token"
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
@@ -33,10 +41,8 @@ MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 @pytest.fixture(scope="module")
 def stack_mock(tmp_root: Path) -> Iterator[Mock]:
     # Its own mock provider, so nothing else's traffic shares its request log.
-    m = Mock(tmp_root)
-    yield m
-    m.proc.terminate()
-    m.proc.wait(timeout=10)
+    with Mock(tmp_root) as m:
+        yield m
 
 
 @pytest.fixture(scope="module")

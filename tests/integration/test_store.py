@@ -12,11 +12,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from lectr.store import Conflict, Missing, Store, hash_key
+from devtools.services import Postgres
+from lectr.errors import Conflict, NotFound
+from lectr.store.base import Store, hash_key
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import LogFilter, Record
-from tests.pg import Postgres
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -90,15 +91,15 @@ async def test_orgs_and_keys(store: Store) -> None:
     assert [k.prefix for k in data.keys] == [entry.prefix]
     await store.revoke_key(org.id, entry.prefix)
     assert (await store.load_control()).keys == []
-    with pytest.raises(Missing):
+    with pytest.raises(NotFound):
         await store.revoke_key(org.id, entry.prefix)
     await store.set_org_disabled(org.id, True)
     await store.set_org_azure(org.id, "https://x.openai.azure.com", "2024-10-21")
     got = await store.get_org("acme")
     assert got.disabled and got.azure_api_version == "2024-10-21"
-    with pytest.raises(Missing):
+    with pytest.raises(NotFound):
         await store.get_org("nope")
-    with pytest.raises(Missing):
+    with pytest.raises(NotFound):
         await store.create_key("org_missing")
 
 
@@ -212,7 +213,7 @@ async def test_rules_and_fallbacks(store: Store) -> None:
     assert got["cheap"].enabled is False and got["cheap"].target_model == "gpt-4.1-nano"
     assert got["claude"].split_percent == 25 and got["claude"].match_task == "reasoning"
     await store.delete_rule(org.id, r1.id)
-    with pytest.raises(Missing):
+    with pytest.raises(NotFound):
         await store.delete_rule(org.id, r1.id)
 
     chain = FallbackChain(

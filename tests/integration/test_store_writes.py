@@ -13,13 +13,13 @@ import msgspec
 import psycopg
 import pytest
 
-from lectr.store import Store
-from lectr.store.insights import SUM_COLS, rollup_rows
+from devtools.services import Postgres
+from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
+from lectr.store.rollups import SUM_COLS, rollup_rows
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import RECORD_FIELDS, LogFilter, Record
 from tests.integration.test_store import backend, rec, store  # noqa: F401 - fixtures
-from tests.pg import Postgres
 
 # Everything COPY's text format escapes or could mistake for something else,
 # and UTF-8 beyond ASCII.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lectr import _core
-from lectr.upstream import Upstream
+from lectr.gateway.upstream import Upstream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

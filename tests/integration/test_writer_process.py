@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.harness import Gateway, Mock, running
+from devtools.harness import Gateway, Mock, running
 from tests.integration.test_proxy import CHAT, post
 
 

@@ -12,6 +12,7 @@ import uuid
 import msgspec
 import pytest
 
+from lectr.gateway.pricing import PriceTable
 from lectr.insights import overview
 from lectr.insights.anomalies import (
     MIN_RATIO_REQUESTS,
@@ -22,6 +23,7 @@ from lectr.insights.anomalies import (
     excluded_windows,
     retry_delay,
 )
+from lectr.insights.histogram import HIST_BUCKETS, bucket_bounds, latency_bucket, percentile
 from lectr.insights.recommendations import (
     MONTH,
     DowngradeMap,
@@ -30,20 +32,8 @@ from lectr.insights.recommendations import (
     rule_for,
     traffic_cost,
 )
-from lectr.pricing import PriceTable
-from lectr.store.insights import (
-    HIST_BUCKETS,
-    KEY_COLS,
-    LEVELS,
-    SUM_COLS,
-    WindowStats,
-    bucket_bounds,
-    latency_bucket,
-    percentile,
-    rollup_rows,
-    window_pieces,
-)
-from lectr.types import Record
+from lectr.store.rollups import KEY_COLS, LEVELS, SUM_COLS, rollup_rows, window_pieces
+from lectr.types import Record, WindowStats
 
 PRICES = PriceTable.load()
 DOWN = DowngradeMap.load()
@@ -464,7 +454,7 @@ def test_per_task_groups_rank_by_savings_and_show_applied_rules() -> None:
 
 
 def test_downgrade_map_targets_are_cheaper_models_of_the_same_provider() -> None:
-    from lectr.providers import detect
+    from lectr.gateway.providers import detect
 
     items = DOWN.items()
     assert {p for p, _, _ in items} >= {"openai", "anthropic", "gemini", "groq"}

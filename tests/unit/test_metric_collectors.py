@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lectr.metrics import (
+from lectr.observe.labels import (
     LATENCY_BUCKETS,
     OVERHEAD_BUCKETS,
     REJECTIONS,
     TASKS,
     LabelCap,
-    Metrics,
     status_class,
     upstream_outcome,
 )
+from lectr.observe.metrics import Metrics
 from lectr.types import Record
 
 

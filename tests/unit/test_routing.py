@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lectr import routing
 from lectr.control import compile_rules
-from lectr.health import Health
+from lectr.gateway import routing
+from lectr.gateway.breaker import Health
 from lectr.types import Rule
 
 
@@ -56,6 +56,20 @@ def test_rule_table(
 def test_wildcard_rule_matches_everything() -> None:
     rules = compile_rules([rule("all", 1, target_model="m")])
     assert routing.apply(rules, "any", None, "openai", "x").rule_id == "all"
+
+
+def test_rules_stay_within_the_protocol_family() -> None:
+    rules = compile_rules(
+        [
+            rule("to-openai", 1, target_provider="openai", target_model="gpt-4o"),
+            rule("m", 2, target_model="m2"),
+        ]
+    )
+    # A Messages request (only Anthropic answers it) passes over the rule to OpenAI.
+    r = routing.apply(rules, "f", None, "anthropic", "claude-x", serves=lambda p: p == "anthropic")
+    assert (r.provider, r.model, r.rule_id) == ("anthropic", "m2", "m")
+    r = routing.apply(rules, "f", None, "anthropic", "claude-x")
+    assert (r.provider, r.rule_id) == ("openai", "to-openai")
 
 
 def test_split_sends_a_share_and_lets_the_rest_fall_through() -> None:

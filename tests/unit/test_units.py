@@ -9,9 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from lectr import _core, errors, providers
+from lectr import _core, errors
 from lectr.config import ConfigError, load, masked
-from lectr.pricing import PriceTable
+from lectr.gateway import protocols, providers
+from lectr.gateway.pricing import PriceTable
 from lectr.types import OrgEntry
 
 
@@ -119,6 +120,51 @@ def test_pricing_arithmetic_and_unknown_models(tmp_path: Path) -> None:
     assert PriceTable.load(str(override)).cost("my-model", 1_000_000, 1_000_000, 0) == pytest.approx(3.0)
 
 
+def test_pricing_prices_each_token_class_at_its_own_rate() -> None:
+    t = PriceTable.load()
+    # claude-sonnet-4: 3.00 input, 0.30 cache read, 3.75 cache write, 15.00 output.
+    # prompt 425 = 25 fresh + 300 read + 100 written.
+    assert t.cost("claude-sonnet-4", 425, 15, 300, 100) == pytest.approx(
+        (25 * 3.0 + 300 * 0.3 + 100 * 3.75 + 15 * 15.0) / 1e6
+    )
+    # No cache-write price (OpenAI): written tokens bill at the input price.
+    assert t.cost("gpt-4o", 1000, 0, 200, 300) == pytest.approx((800 * 2.5 + 200 * 1.25) / 1e6)
+    # Parts never exceed the whole.
+    assert t.cost("claude-sonnet-4", 10, 0, 8, 100) == pytest.approx((8 * 0.3 + 2 * 3.75) / 1e6)
+    for model in ("claude-opus-4-5", "o3-pro", "gpt-5-codex", "codex-mini-latest", "computer-use-preview"):
+        assert t.price(model) is not None, model
+    assert t.cost("claude-unknown-9", 10, 10, 0, 5) is None
+
+
+def test_azure_responses_path_and_protocol_routes() -> None:
+    from lectr.config import Settings
+
+    org = OrgEntry("o", "o", azure_endpoint="https://r.openai.azure.com/", azure_api_version="2024-10-21")
+    az = providers.REGISTRY["azure"]
+    assert providers.upstream_url(az, "/responses", "dep", Settings(), org) == (
+        "https://r.openai.azure.com/openai/v1/responses"
+    )
+    assert providers.upstream_url(az, "/responses/resp_1/cancel", None, Settings(), org) == (
+        "https://r.openai.azure.com/openai/v1/responses/resp_1/cancel"
+    )
+    assert protocols.stored_response_route("/v1/responses/resp_1") == ("/responses/resp_1", ("GET", "DELETE"))
+    assert protocols.stored_response_route("/v1/responses/resp_1/input_items") == (
+        "/responses/resp_1/input_items",
+        ("GET",),
+    )
+    for bad in ("/v1/responses/a.b", "/v1/responses/x/y", "/v1/responses/x/cancel/z", "/v1/responses/"):
+        assert protocols.stored_response_route(bad) is None, bad
+    assert protocols.serves("messages", "anthropic") and not protocols.serves("messages", "openai")
+    assert protocols.serves("responses", "azure") and not protocols.serves("responses", "groq")
+    assert protocols.serves("chat", "groq")
+    err = errors.RateLimited("slow down", 1000)
+    assert json.loads(protocols.error_body("messages", err)) == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+    }
+    assert json.loads(protocols.error_body("responses", err))["error"]["code"] == "rate_limit_exceeded"
+
+
 def test_core_parse_and_rewrite() -> None:
     body = b'{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"\\"model\\":\\"x\\""}]}'
     m = _core.parse_request(body)
@@ -153,7 +199,7 @@ def test_csv_rows_quote_and_neutralise() -> None:
     import csv
     import io
 
-    from lectr import export
+    from lectr.observe import export
     from lectr.types import Record
 
     r = Record(
@@ -178,7 +224,7 @@ def test_csv_rows_quote_and_neutralise() -> None:
 
 
 def test_record_ids_are_time_ordered_and_unique() -> None:
-    from lectr.proxy import record_id
+    from lectr.gateway.proxy import record_id
 
     ids = [record_id(1_700_000_000.0 + i / 1000) for i in range(2000)]
     assert len(set(ids)) == len(ids)

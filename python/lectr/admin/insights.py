@@ -1,95 +1,49 @@
-"""Admin API handlers for insights: overview, anomalies, recommendations and applying one."""
+"""Admin API: overview, anomalies, recommendations and applying one."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-from urllib.parse import parse_qsl
-
-import msgspec
-
-from lectr.admin.routes import Principal, route
-from lectr.errors import InvalidRequest
-from lectr.insights import Insights
-from lectr.types import OrgEntry
+from lectr.admin.routes import Context, Request, route
+from lectr.admin.schemas import ApplyIn
+from lectr.control import validation as check
 
 
-class ApplyIn(msgspec.Struct, forbid_unknown_fields=True):
-    """Apply a recommendation, optionally to a share of the matching traffic."""
+class InsightRoutes:
+    """/admin/orgs/{org}/overview, /anomalies, /recommendations."""
 
-    split_percent: int | None = None
-
-
-def query_time(q: dict[str, str], name: str) -> float | None:
-    value = q.get(name)
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise InvalidRequest(f"{name} must be Unix seconds or ISO 8601, got {value[:40]!r}") from None
-
-
-def _days(q: dict[str, str]) -> float:
-    try:
-        return float(q.get("days", "7"))
-    except ValueError:
-        raise InvalidRequest("days must be a number") from None
-
-
-class InsightsRoutes:
-    """Mixed into AdminAPI, which supplies the attributes below (the app sets
-    `insights`)."""
-
-    insights: Insights
-
-    async def _org(self, ref: str) -> OrgEntry:
-        raise NotImplementedError
-
-    async def _body(self, proto: Any, typ: type[Any]) -> Any:
-        raise NotImplementedError
-
-    def _json(self, proto: Any, status: int, value: Any) -> None:
-        raise NotImplementedError
-
-    async def _changed(self) -> None:
-        raise NotImplementedError
+    def __init__(self, ctx: Context) -> None:
+        self._m = ctx.manager
+        self._insights = ctx.insights
 
     @route("GET", "/admin/orgs/{org}/overview", admin_only=False)
-    async def overview(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
-        org = await self._org(p["org"])
-        q = dict(parse_qsl(scope.query_string))
-        self._json(
-            proto, 200, await self.insights.overview(org.id, query_time(q, "since"), query_time(q, "until"))
-        )
+    async def overview(self, req: Request) -> None:
+        org = await self._m.org(req.params["org"])
+        q = req.query()
+        since, until = check.optional_time(q, "since"), check.optional_time(q, "until")
+        req.json(200, await self._insights.overview(org.id, since, until))
 
     @route("GET", "/admin/orgs/{org}/anomalies", admin_only=False)
-    async def anomalies(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
-        org = await self._org(p["org"])
-        q = dict(parse_qsl(scope.query_string))
-        history = q.get("all", "0").lower() in ("1", "true", "yes")
-        self._json(proto, 200, await self.insights.anomalies(org.id, history))
+    async def anomalies(self, req: Request) -> None:
+        org = await self._m.org(req.params["org"])
+        history = req.query().get("all", "0").lower() in ("1", "true", "yes")
+        req.json(200, await self._insights.anomalies(org.id, history))
 
     @route("POST", "/admin/orgs/{org}/anomalies/{anomaly}/dismiss")
-    async def dismiss_anomaly(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
-        org = await self._org(p["org"])
-        self._json(proto, 200, await self.insights.dismiss(org.id, p["anomaly"]))
+    async def dismiss_anomaly(self, req: Request) -> None:
+        req.json(200, await self._m.dismiss_anomaly(req.params["org"], req.params["anomaly"]))
 
     @route("GET", "/admin/orgs/{org}/recommendations", admin_only=False)
-    async def recommendations(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
-        org = await self._org(p["org"])
-        q = dict(parse_qsl(scope.query_string))
-        self._json(proto, 200, {"data": await self.insights.recommendations(org.id, _days(q))})
+    async def recommendations(self, req: Request) -> None:
+        org = await self._m.org(req.params["org"])
+        days = check.days(req.query())
+        req.json(200, {"data": await self._insights.recommendations(org.id, days)})
 
     @route("POST", "/admin/orgs/{org}/recommendations/{rec}/apply")
-    async def apply_recommendation(self, scope: Any, proto: Any, who: Principal, p: dict[str, str]) -> None:
-        org = await self._org(p["org"])
-        body: ApplyIn = await self._body(proto, ApplyIn)
-        q = dict(parse_qsl(scope.query_string))
-        rule = await self.insights.apply(org.id, p["rec"], body.split_percent, _days(q))
-        await self._changed()
-        self._json(proto, 201, rule)
+    async def apply_recommendation(self, req: Request) -> None:
+        body: ApplyIn = await req.body(ApplyIn)
+        days = check.days(req.query())
+        req.json(
+            201,
+            await self._m.apply_recommendation(
+                req.params["org"], req.params["rec"], body.split_percent, days
+            ),
+        )

@@ -10,9 +10,13 @@ from typing import Any
 import msgspec
 
 from lectr import __version__
-from lectr.admin.api import (
+from lectr.admin.routes import ROUTES
+from lectr.admin.schemas import (
+    ApplyIn,
+    BudgetIn,
     FallbackIn,
     KeyOut,
+    LimitIn,
     LogPage,
     NewKey,
     OrgCreate,
@@ -21,14 +25,11 @@ from lectr.admin.api import (
     OrgPatch,
     ReorderIn,
     RuleIn,
+    TargetIn,
 )
-from lectr.admin.insights import ApplyIn
-from lectr.admin.policy import BudgetIn, LimitIn, TargetIn
-from lectr.admin.routes import ROUTES
-from lectr.health import ProviderHealth
-from lectr.insights import AnomalyFeed, Overview, Recommendation
-from lectr.store.insights import Anomaly
-from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule
+from lectr.gateway.breaker import ProviderHealth
+from lectr.insights.service import AnomalyFeed, Overview, Recommendation
+from lectr.types import Anomaly, Budget, FallbackChain, LatencyTarget, RateLimit, Rule
 
 _BODIES: dict[str, type[Any]] = {
     "create_org": OrgCreate,
@@ -125,7 +126,7 @@ def document() -> bytes:
         ref_template="#/components/schemas/{name}",
     )
     paths: dict[str, dict[str, Any]] = {}
-    for method, pattern, _, name, admin_only in ROUTES:
+    for method, pattern, _, name, admin_only, _ in ROUTES:
         status, model, desc = _RESPONSES[name]
         op: dict[str, Any] = {
             "operationId": name,

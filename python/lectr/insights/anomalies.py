@@ -35,9 +35,10 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from lectr import _core
-from lectr.store import Store
-from lectr.store.insights import HIST_BUCKETS, Anomaly, WindowStats, percentile
-from lectr.upstream import Upstream
+from lectr.gateway.upstream import Upstream
+from lectr.insights.histogram import HIST_BUCKETS, percentile
+from lectr.store.base import Store
+from lectr.types import Anomaly, WindowStats
 
 log = logging.getLogger("lectr.insights")
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from lectr.store.insights import HIST_BUCKETS, MINUTE_KEEP, SUM_COLS, percentile
+from lectr.insights.histogram import HIST_BUCKETS, percentile
+from lectr.store.rollups import MINUTE_KEEP, SUM_COLS
 
 # Positions in a rollup group row: six dimensions, then SUM_COLS.
 _DIMS = ("feature", "model_requested", "model", "provider", "task", "routed")

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from lectr.pricing import Price, PriceTable
+from lectr.gateway.pricing import Price, PriceTable
 from lectr.types import Rule
 
 TASKS = ("classification", "summarisation", "extraction", "generation", "reasoning")

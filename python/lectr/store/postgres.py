@@ -4,6 +4,7 @@ for exports."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -17,8 +18,10 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from lectr.store import Conflict, Missing, encode_cursor, filter_sql, new_key
-from lectr.store.insights import InsightsMixin, pg_payload, pg_upserts, rollup_rows
+from lectr.errors import Conflict, NotFound
+from lectr.store.base import encode_cursor, filter_sql, new_key
+from lectr.store.insights import InsightsMixin
+from lectr.store.rollups import pg_payload, pg_upserts, rollup_rows
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
@@ -75,6 +78,8 @@ _TYPES = {
     "prompt_tokens": "int4",
     "completion_tokens": "int4",
     "cached_tokens": "int4",
+    "cache_write_tokens": "int4",
+    "reasoning_tokens": "int4",
     "cost_usd": "float8",
 }
 _COPY_TYPES = [_TYPES.get(f, "text") for f in RECORD_FIELDS]  # a field not listed is text
@@ -154,6 +159,12 @@ class PostgresStore(SharedSQL, InsightsMixin):
             check=AsyncConnectionPool.check_connection,
         )
         self._opened = False
+        # Records go through a connection of their own, reconnected by the
+        # next write after a failure: the pool's reconnect back-off (1, 2, 4,
+        # 8 s) would leave the writer blind for seconds after the database
+        # returns, and a shutdown drain has no seconds to spare.
+        self._writes: psycopg.AsyncConnection[Any] | None = None
+        self._write_lock = asyncio.Lock()
 
     async def notifications(self) -> AsyncIterator[None]:
         """One item per control change (NOTIFY lectr_control), on a dedicated
@@ -171,6 +182,9 @@ class PostgresStore(SharedSQL, InsightsMixin):
         return self._pool
 
     async def close(self) -> None:
+        if self._writes is not None:
+            await self._writes.close()
+            self._writes = None
         if self._opened:
             await self._pool.close()
 
@@ -235,42 +249,66 @@ class PostgresStore(SharedSQL, InsightsMixin):
             # A string PostgreSQL cannot store (NUL, a lone surrogate).
             await self._write([_storable(r) for r in records])
 
+    async def _write_connection(self) -> psycopg.AsyncConnection[Any]:
+        c = self._writes
+        if c is None or c.closed or c.broken:
+            if c is not None:
+                await c.close()
+            self._writes = None
+            c = self._writes = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=3, options="-c jit=off"
+            )
+        return c
+
     async def _write(self, records: list[Record]) -> None:
-        rows = _copy_rows(records)
-        pool = await self._open()
-        async with pool.connection() as c:
+        async with self._write_lock:
+            reused = self._writes is not None and not self._writes.closed
             try:
-                # Fast path: COPY straight in. A batch that was already stored
-                # (retried after an unacknowledged commit, or replayed from the
-                # spill file) violates the primary key and takes the slow path.
-                async with c.transaction():
-                    async with c.cursor().copy(_COPY) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-                        # Summed while the server still indexes the last rows.
-                        rollups = rollup_rows(records)
-                    await _add_rollups(c, rollups)
-                return
-            except psycopg.errors.UniqueViolation:
-                pass
+                await self._write_on(await self._write_connection(), records)
+            except psycopg.OperationalError:
+                # A connection idle across a server restart fails on first
+                # use: retry once on a fresh one rather than fail the batch.
+                if self._writes is not None:
+                    await self._writes.close()
+                    self._writes = None
+                if not reused:
+                    raise
+                await self._write_on(await self._write_connection(), records)
+
+    async def _write_on(self, c: psycopg.AsyncConnection[Any], records: list[Record]) -> None:
+        rows = _copy_rows(records)
+        try:
+            # Fast path: COPY straight in. A batch that was already stored
+            # (retried after an unacknowledged commit, or replayed from the
+            # spill file) violates the primary key and takes the slow path.
             async with c.transaction():
-                await c.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS requests_stage "
-                    "(LIKE requests INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
-                async with c.cursor().copy(_COPY_STAGE) as copy:
+                async with c.cursor().copy(_COPY) as copy:
                     copy.set_types(_COPY_TYPES)
                     for row in rows:
                         await copy.write_row(row)
-                cur = await c.execute(
-                    f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage "
-                    "ON CONFLICT DO NOTHING RETURNING id"
-                )
-                # Rollups count only the records this statement stored.
-                new_ids = {r[0] for r in await cur.fetchall()}
-                fresh = {r.id: r for r in reversed(records) if r.id in new_ids}
-                await _add_rollups(c, rollup_rows(fresh.values()))
+                    # Summed while the server still indexes the last rows.
+                    rollups = rollup_rows(records)
+                await _add_rollups(c, rollups)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+        async with c.transaction():
+            await c.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS requests_stage "
+                "(LIKE requests INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            async with c.cursor().copy(_COPY_STAGE) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    await copy.write_row(row)
+            cur = await c.execute(
+                f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage "
+                "ON CONFLICT DO NOTHING RETURNING id"
+            )
+            # Rollups count only the records this statement stored.
+            new_ids = {r[0] for r in await cur.fetchall()}
+            fresh = {r.id: r for r in reversed(records) if r.id in new_ids}
+            await _add_rollups(c, rollup_rows(fresh.values()))
 
     async def control_version(self) -> int:
         pool = await self._open()
@@ -298,7 +336,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
         async with pool.connection() as c, c.transaction():
             cur = await c.execute(statement, args)
             if missing and cur.rowcount == 0:
-                raise Missing(missing)
+                raise NotFound(missing)
             await c.execute("UPDATE control_version SET version = version + 1")
 
     async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
@@ -313,7 +351,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
                 for i, (query, args) in enumerate(ops):
                     cur = await c.execute(query, args)
                     if missing and cur.rowcount == 0 and (i == 0 or query.startswith("UPDATE")):
-                        raise Missing(missing)
+                        raise NotFound(missing)
                 await c.execute("UPDATE control_version SET version = version + 1")
         except psycopg.errors.IntegrityError as e:
             raise Conflict(f"conflicts with existing data ({e.diag.message_primary})") from None
@@ -347,7 +385,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
                 )
             ).fetchone()
         if row is None:
-            raise Missing(f"no org named {name_or_id!r}")
+            raise NotFound(f"no org named {name_or_id!r}")
         return _org(row)
 
     async def list_orgs(self) -> list[OrgEntry]:
@@ -385,7 +423,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
                 )
                 return key, entry
             except psycopg.errors.ForeignKeyViolation:
-                raise Missing(f"no org {org_id!r}") from None
+                raise NotFound(f"no org {org_id!r}") from None
             except psycopg.errors.UniqueViolation:
                 continue
         raise Conflict("could not generate a unique key prefix")

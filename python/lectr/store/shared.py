@@ -68,7 +68,7 @@ class SharedSQL:
 
     async def _mutate(self, ops: list[tuple[str, tuple[Any, ...]]], missing: str | None = None) -> None:
         """Run `ops` in one transaction that also bumps the control version.
-        Raises Missing(missing) if the first op touched no row, Conflict on a
+        Raises NotFound(missing) if the first op touched no row, Conflict on a
         uniqueness violation."""
         raise NotImplementedError
 

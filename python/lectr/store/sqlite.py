@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from lectr.store import Conflict, Missing, encode_cursor, filter_sql, new_key
-from lectr.store.insights import KEY_COLS, SUM_COLS, InsightsMixin, rollup_rows, sqlite_upserts
+from lectr.errors import Conflict, NotFound
+from lectr.store.base import encode_cursor, filter_sql, new_key
+from lectr.store.insights import InsightsMixin
+from lectr.store.rollups import KEY_COLS, SUM_COLS, rollup_rows, sqlite_upserts
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
 
@@ -280,7 +282,7 @@ class SQLiteStore(SharedSQL, InsightsMixin):
                 except sqlite3.IntegrityError as e:
                     raise Conflict(f"conflicts with existing data ({e})") from None
                 if missing and cur.rowcount == 0 and (i == 0 or "UPDATE" in query):
-                    raise Missing(missing)
+                    raise NotFound(missing)
 
         await self._change(_ops)
 
@@ -331,7 +333,7 @@ class SQLiteStore(SharedSQL, InsightsMixin):
             ).fetchone()
         )
         if row is None:
-            raise Missing(f"no org named {name_or_id!r}")
+            raise NotFound(f"no org named {name_or_id!r}")
         return _org(row)
 
     async def list_orgs(self) -> list[OrgEntry]:
@@ -343,7 +345,7 @@ class SQLiteStore(SharedSQL, InsightsMixin):
     async def set_org_disabled(self, org_id: str, disabled: bool) -> None:
         def _set(c: sqlite3.Connection) -> None:
             if c.execute("UPDATE orgs SET disabled = ? WHERE id = ?", (int(disabled), org_id)).rowcount == 0:
-                raise Missing(f"no org {org_id!r}")
+                raise NotFound(f"no org {org_id!r}")
 
         await self._change(_set)
 
@@ -354,7 +356,7 @@ class SQLiteStore(SharedSQL, InsightsMixin):
                 (endpoint, api_version, org_id),
             )
             if cur.rowcount == 0:
-                raise Missing(f"no org {org_id!r}")
+                raise NotFound(f"no org {org_id!r}")
 
         await self._change(_set)
 
@@ -377,7 +379,7 @@ class SQLiteStore(SharedSQL, InsightsMixin):
                     return key, entry
                 except sqlite3.IntegrityError as e:
                     if "FOREIGN KEY" in str(e):
-                        raise Missing(f"no org {org_id!r}") from None
+                        raise NotFound(f"no org {org_id!r}") from None
             raise Conflict("could not generate a unique key prefix")
 
         return await self._change(_create)
@@ -397,7 +399,7 @@ class SQLiteStore(SharedSQL, InsightsMixin):
                 (time.time(), org_id, prefix),
             )
             if cur.rowcount == 0:
-                raise Missing(f"no active key with prefix {prefix!r} in this org")
+                raise NotFound(f"no active key with prefix {prefix!r} in this org")
 
         await self._change(_revoke)
 
