@@ -24,7 +24,7 @@ from devtools.harness import Mock
 from devtools.ports import free_port
 from tests.docker_engine import Container, data_dir, docker
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TOKEN = "container-admin-token"
 PROVIDER_KEY = "sk-test-provider-key-0123456789"
