@@ -152,7 +152,8 @@ def _rule_changes(form: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {f: _opt(form, f) for f in RULE_FORM if f not in ("priority", "split_percent")}
     out["name"] = form.get("name", "").strip()
     out["priority"] = _inum(form, "priority")
-    out["split_percent"] = _inum(form, "split_percent") or 100
+    split = _inum(form, "split_percent")
+    out["split_percent"] = 100 if split is None else split
     out["enabled"] = form.get("enabled") == "on"
     return out
 
@@ -203,6 +204,8 @@ def _fmt_ms(v: float | None) -> str:
 def _fmt_usd(v: float | None) -> str:
     if v is None:
         return "-"
+    if v and abs(v) < 0.01:
+        return f"${v:.6f}"
     return f"${v:,.4f}" if abs(v) < 1 else f"${v:,.2f}"
 
 
