@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 # Reuse Rust build output across clones and CI runs (release builds are slow).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/lectr/target
 
-.PHONY: run install dev test lint test-rust test-py fmt clean stack bench
+.PHONY: run install dev test lint test-rust test-py fmt clean stack bench demo
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: install
 ## gateways behind nginx, Prometheus, on free ports; prints the URLs, Ctrl-C stops.
 stack: install
 	$(BIN)/lectr dev-stack
+
+## The gateway on a local mock provider with a few minutes of generated
+## traffic; prints the console URL, the admin token and an org key.
+demo: dev
+	$(BIN)/lectr demo
 
 install: $(BIN)/python
 	$(BIN)/pip install -q .

@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import re
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Mock, running
+from tests.harness import LECTR, ROOT, Gateway, Mock, free_port, running
 
 TOKEN = "console-admin-token-0123456789"
 CHROMIUM = "/usr/bin/chromium"
@@ -475,3 +476,38 @@ def test_console_can_be_turned_off(tmp_root: Path, mock: Mock) -> None:
     with running(tmp_root, mock, LECTR_CONSOLE_ENABLED="false") as gw:
         gw.start()
         assert httpx.get(gw.url + "/console", timeout=10).status_code == 404
+
+
+def test_demo_sends_traffic_and_prints_the_console_url(tmp_path: Path) -> None:
+    port = free_port()
+    out = subprocess.run(
+        [
+            *LECTR,
+            "demo",
+            "--port",
+            str(port),
+            "--minutes",
+            "0.05",
+            "--rate",
+            "4",
+            "--exit",
+            "--dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert f"http://127.0.0.1:{port}/console" in out
+    key = re.search(r"org key: +(lc_key_\S+)", out)
+    assert key is not None
+    sent = re.search(r"Sent (\d+) requests", out)
+    assert sent is not None and int(sent.group(1)) >= 4
+    conn = sqlite3.connect(tmp_path / "lectr.db")
+    try:
+        n = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+    finally:
+        conn.close()
+    assert n == int(sent.group(1))

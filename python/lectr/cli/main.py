@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     from lectr import devstack  # light at import (no app, no store); it owns its options
 
     devstack.add_parser(sub)
+    from lectr.cli import demo
+
+    demo.add_parser(sub)
     for group in (orgs, rules, policy, insights, log):
         group.add_parsers(sub)
     return p
@@ -76,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         from lectr.devstack import main as dev_stack
 
         dev_stack(args)
+        return
+    if args.group == "demo":
+        from lectr.cli.demo import main as demo
+
+        demo(args)
         return
     if args.group == "config":
         print(json.dumps(masked(settings), indent=2))

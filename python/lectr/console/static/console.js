@@ -28,7 +28,7 @@
           { stroke: css("--muted"), grid: { stroke: css("--grid") } },
           { stroke: css("--muted"), grid: { stroke: css("--grid") }, size: 56 }
         ],
-        series: [{}, { label: key, stroke: css("--accent"), fill: css("--accent-soft"), width: 2, spanGaps: key === "p95" }]
+        series: [{}, { label: key, stroke: css("--accent"), fill: css("--accent-soft"), width: 2, spanGaps: key === "p95", points: { show: key === "p95", size: 5 } }]
       };
       el.textContent = "";
       var plot = new uPlot(opts, [data.ts, data[key]], el);
