@@ -4,6 +4,7 @@ number of store queries (rollups for numbers, never a scan of records)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import mimetypes
@@ -469,12 +470,16 @@ class Console:
     async def _overview_data(self, page: Page, org: OrgEntry, rng: str) -> dict[str, Any]:
         since, until = self._window(rng)
         ins = self._m.insights
-        ov = await ins.overview(org.id, since, until)
-        rules = await self._m.store.list_rules(org.id)
-        fallbacks = await self._m.store.list_fallbacks(org.id)
-        state = await self._ctx.policy.state(org.id)
-        feed = await ins.anomalies(org.id)
-        targets = await self._m.store.list_scoped(SCOPED["targets"], org.id)
+        store = self._m.store
+        # Independent reads, concurrently (a PostgreSQL pool answers them in parallel).
+        ov, rules, fallbacks, state, feed, targets = await asyncio.gather(
+            ins.overview(org.id, since, until),
+            store.list_rules(org.id),
+            store.list_fallbacks(org.id),
+            self._ctx.policy.state(org.id),
+            ins.anomalies(org.id),
+            store.list_scoped(SCOPED["targets"], org.id),
+        )
         health = {h.provider: h for h in self._ctx.health.table()}
         enabled = [r for r in rules if r.enabled]
         target = next((t.p95_ms for t in targets if t.scope == "*"), None)
