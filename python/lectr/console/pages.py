@@ -39,7 +39,9 @@ from lectr.store.insights import HIST_BUCKETS, percentile
 from lectr.types import OrgEntry, Target
 
 HERE = Path(__file__).parent
-RANGES = {"1h": (3600, 60), "24h": (86400, 900), "7d": (7 * 86400, 3 * 3600), "30d": (30 * 86400, 12 * 3600)}
+# Each range's length and chart step: steps of an hour or more read the hour
+# rollups (a 24 h chart from minute rows would sum 60x as many rows).
+RANGES = {"1h": (3600, 60), "24h": (86400, 3600), "7d": (7 * 86400, 3 * 3600), "30d": (30 * 86400, 12 * 3600)}
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -182,7 +184,10 @@ def _series(rows: list[Any], lo: int, hi: int, width: int, offset: int = 0) -> d
         req.append(int(r[base] or 0))
         err.append(int(r[base + 1] or 0))
         cost.append(round(float(r[base + 2] or 0.0), 6))
-        p95.append(percentile([r[base + 3 + i] or 0 for i in range(HIST_BUCKETS)]))
+        if len(r) > base + 3:
+            p95.append(percentile([r[base + 3 + i] or 0 for i in range(HIST_BUCKETS)]))
+        else:
+            p95.append(None)
     return {"ts": ts, "requests": req, "errors": err, "cost": cost, "p95": p95}
 
 
@@ -528,7 +533,10 @@ class Console:
         rows_in = ov.by_feature if kind == "feature" else ov.by_model
         width = RANGES[frame["range"]][1]
         dim = "feature" if kind == "feature" else "model_actual"
-        series_rows = await self._m.store.rollup_series(org.id, int(ov.since), int(ov.until), width, by=dim)
+        # Sparklines of requests only: no latency histogram to sum.
+        series_rows = await self._m.store.rollup_series(
+            org.id, int(ov.since), int(ov.until), width, by=dim, latency=False
+        )
         grouped: dict[Any, list[Any]] = {}
         for r in series_rows:
             grouped.setdefault(r[0] or None, []).append(r)
