@@ -158,6 +158,30 @@ def test_no_session_redirects_every_url_to_sign_in(console_gw: Gateway) -> None:
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
 
+def test_session_cookie_flags_and_secure_behind_tls(console_gw: Gateway) -> None:
+    for proto, secure in ((None, False), ("https", True)):
+        headers = {"x-forwarded-proto": proto} if proto else {}
+        c = httpx.Client(base_url=console_gw.url, headers=headers, timeout=10)
+        page = c.get("/console/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        r = c.post("/console/signin", data={"csrf": csrf.group(1), "token": TOKEN, "next": "/console"})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+        assert ("; Secure" in cookie) is secure
+        if secure:  # the client keeps a Secure cookie for https only
+            c.close()
+            continue
+        # Signing out clears it.
+        html = c.get("/console").text
+        token = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert token is not None
+        out = c.post("/console/signout", data={"csrf": token.group(1)})
+        assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
+        c.close()
+
+
 def test_every_page_admin_desktop_phone_light_dark(console_gw: Gateway, browser: Any) -> None:
     gw = console_gw
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -39,9 +39,9 @@ from lectr.store.insights import HIST_BUCKETS, percentile
 from lectr.types import OrgEntry, Target
 
 HERE = Path(__file__).parent
-# Each range's length and chart step: steps of an hour or more read the hour
-# rollups (a 24 h chart from minute rows would sum 60x as many rows).
-RANGES = {"1h": (3600, 60), "24h": (86400, 3600), "7d": (7 * 86400, 3 * 3600), "30d": (30 * 86400, 12 * 3600)}
+# Each range's length and chart step: steps of an hour or a day read the hour
+# or day rollups (a 24 h chart from minute rows would sum 60x as many rows).
+RANGES = {"1h": (3600, 60), "24h": (86400, 3600), "7d": (7 * 86400, 3 * 3600), "30d": (30 * 86400, 86400)}
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -449,11 +449,11 @@ class Console:
                 error = e.message.replace("X-Lectr-Key", "org key")
             else:
                 _, cookie = self._signer.issue(False, org.id, token[7:15])
-                self._redirect(proto, nxt, [("set-cookie", cookie_header(cookie, False))])
+                self._redirect(proto, nxt, [("set-cookie", cookie_header(cookie, _https(scope)))])
                 return
         elif self._admin and hmac.compare_digest(token.encode(), self._admin):
             _, cookie = self._signer.issue(True, None, None)
-            self._redirect(proto, nxt, [("set-cookie", cookie_header(cookie, False))])
+            self._redirect(proto, nxt, [("set-cookie", cookie_header(cookie, _https(scope)))])
             return
         else:
             error = "that is neither the admin token nor a live org key"
@@ -849,6 +849,12 @@ class Console:
             org.id, _opt(page.form, "azure_endpoint"), _opt(page.form, "azure_api_version")
         )
         return "azure_saved"
+
+
+def _https(scope: Any) -> bool:
+    """Whether the browser reached us over TLS (directly or through a proxy
+    that says so): then the session cookie is Secure too."""
+    return bool(scope.scheme == "https" or scope.headers.get("x-forwarded-proto") == "https")
 
 
 def _with(page: Page, org: OrgEntry, error: dict[str, Any] | None = None, status: int = 200) -> Page:

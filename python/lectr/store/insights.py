@@ -377,11 +377,11 @@ class InsightsMixin:
     ) -> list[Any]:
         """Per `width`-second window in [since, until) (and per `by`, a rollup
         dimension, when given): requests, errors, cost and, with `latency`,
-        the latency histogram; from minute rows when `width` is under an
-        hour, else hour rows."""
+        the latency histogram; from the coarsest rollup rows `width` allows
+        (minute, hour or day)."""
         if by is not None and by not in KEY_COLS[2:]:
             raise ValueError(f"unknown rollup dimension {by!r}")
-        table = "rollup_minute" if width < 3600 else "rollup_hour"
+        table = "rollup_minute" if width < 3600 else "rollup_hour" if width < 86400 else "rollup_day"
         w = int(width)
         dim = f"{by}, " if by else ""
         hist = "".join(", " + _sum(c) for c in HIST_COLS) if latency else ""
