@@ -276,6 +276,10 @@ def test_rule_made_in_console_routes_the_next_request(console_gw: Gateway, brows
         assert r.status_code == 200
         rec = until(lambda: [x for x in gw.records(feature="summarise") if x["rule_id"] == rule_id])
         assert rec[-1]["model_requested"] == "gpt-4o" and rec[-1]["model_actual"] == "gpt-4o-mini"
+        # The rule's share of traffic, from the rollups (written with the record).
+        s.goto(f"/rules?org={gw.orgs['acme']}")  # type: ignore[attr-defined]
+        share = s.page.locator("tr[data-rule=mini-for-summaries] [data-share]").get_attribute("data-share")
+        assert share == "1"
         # Disable, then delete, from the console.
         s.page.locator("tr[data-rule=mini-for-summaries] button", has_text="Disable").click()
         s.page.wait_for_selector("tr[data-rule=mini-for-summaries] .pill.off")

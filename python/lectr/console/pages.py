@@ -32,11 +32,12 @@ from lectr.control import validation as check
 from lectr.control.manage import SCOPED, Manager
 from lectr.errors import Forbidden, InvalidRequest, LectrError, NotFound
 from lectr.health import Health
+from lectr.insights import overview as _overview
 from lectr.policy import Policy
-from lectr.providers import REGISTRY
+from lectr.providers import REGISTRY, detect
 from lectr.store import STATUS_CLASSES
-from lectr.store.insights import HIST_BUCKETS, percentile
-from lectr.types import OrgEntry, Target
+from lectr.store.insights import HIST_BUCKETS, SUM_COLS, percentile
+from lectr.types import OrgEntry, Rule, Target
 
 HERE = Path(__file__).parent
 # Each range's length and chart step: steps of an hour or a day read the hour
@@ -641,9 +642,19 @@ class Console:
         frame = await self._frame(page, org)
         rules = await self._m.store.list_rules(org.id)
         since, until = self._window(frame["range"])
-        ov = await self._m.insights.overview(org.id, since, until)
+        lo, hi = _overview.align(since, until, time.time())
+        rows = await self._m.store.rollup_groups(org.id, lo, hi)
+        total, routed, shares = _rule_shares(rules, rows)
         self._page(
-            page, "rules.html", **frame, nav="rules", rules=rules, routed=ov.routed, providers=list(REGISTRY)
+            page,
+            "rules.html",
+            **frame,
+            nav="rules",
+            rules=rules,
+            total=total,
+            routed=routed,
+            shares=shares,
+            providers=list(REGISTRY),
         )
 
     async def rule_create(self, page: Page, org: OrgEntry) -> str:
@@ -849,6 +860,47 @@ class Console:
             org.id, _opt(page.form, "azure_endpoint"), _opt(page.form, "azure_api_version")
         )
         return "azure_saved"
+
+
+_REQ = 6 + SUM_COLS.index("requests")  # after the six rollup dimensions
+
+
+def _rule_shares(rules: list[Rule], rows: list[Any]) -> tuple[int, int, dict[str, int]]:
+    """Requests in the window, those a rule changed, and per rule how many it
+    changed, from rollup group rows (feature, model requested, model actual,
+    provider, task, routed, sums...): a routed row is credited to the first
+    enabled rule that matches it and whose action gives its provider and
+    model (rollups keep no rule id; two rules with the same outcome for the
+    same traffic are told apart by order only)."""
+    enabled = [r for r in rules if r.enabled]
+    total = routed = 0
+    shares: dict[str, int] = {}
+    for row in rows:
+        n = int(row[_REQ] or 0)
+        total += n
+        if not row[5]:
+            continue
+        routed += n
+        feature, requested, actual, provider, task = (
+            row[0],
+            row[1] or None,
+            row[2] or None,
+            row[3],
+            row[4] or None,
+        )
+        original = detect(requested, None)[0].name
+        for r in enabled:
+            if (
+                (r.match_feature is None or r.match_feature == feature)
+                and (r.match_task is None or r.match_task == task)
+                and (r.match_provider is None or r.match_provider == original)
+                and (r.match_model is None or r.match_model == requested)
+                and (r.target_provider or original) == provider
+                and (r.target_model or requested) == actual
+            ):
+                shares[r.id] = shares.get(r.id, 0) + n
+                break
+    return total, routed, shares
 
 
 def _https(scope: Any) -> bool:
