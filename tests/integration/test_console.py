@@ -241,6 +241,11 @@ def test_xss_tags_render_as_text(console_gw: Gateway, browser: Any) -> None:
         s.goto(f"/requests?org={org}&feature={XSS[1]}")
         assert s.page.locator("#f-feature").input_value() == XSS[1]
         assert s.page.locator("main img[src=x]").count() == 0
+        # The one record, in full, still as text.
+        s.page.locator("table.log a").first.click()
+        s.page.wait_for_url(re.compile(r"/console/request\?"))
+        assert XSS[1] in s.page.locator("table.kv").inner_text()
+        assert s.page.locator("main img[src=x]").count() == 0
         assert s.dialogs == [] and s.errors == []
     finally:
         s.close()
