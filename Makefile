@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 # Reuse Rust build output across clones and CI runs (release builds are slow).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/lectr/target
 
-.PHONY: run install dev test lint test-rust test-py fmt clean stack bench image fuzz fuzz-ci fuzz-tool
+.PHONY: run install dev test lint test-rust test-py fmt clean stack bench image fuzz fuzz-ci fuzz-tool demo
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ stack: install
 ## installs docker.io and starts a daemon for the build when none answers.
 image:
 	deploy/image.sh lectr:local
+
+## The gateway on a local mock provider with a few minutes of generated
+## traffic; prints the console URL, the admin token and an org key.
+demo: dev
+	$(BIN)/python -m devtools.demo
 
 install: $(BIN)/python
 	$(BIN)/pip install -q .

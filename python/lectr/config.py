@@ -20,6 +20,7 @@ SECRET_FIELDS = (
     "groq_api_key",
     "gemini_api_key",
     "azure_api_key",
+    "console_secret",
 )
 URL_FIELDS_WITH_PASSWORDS = ("database_url", "redis_url")
 
@@ -93,6 +94,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     anomaly_webhook_url: str | None = None
     untagged_prompt_threshold: float = 0.2
     downgrades_file: str | None = None
+    # The browser console at /console, and the key its session cookies are
+    # signed with (unset: derived from the admin token, else random per process).
+    console_enabled: bool = True
+    console_secret: str | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in masked(self).items())

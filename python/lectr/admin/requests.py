@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from lectr.admin.routes import Context, Request, route
 from lectr.admin.schemas import LogPage
 from lectr.control import validation as check
 from lectr.errors import InvalidRequest
 from lectr.observe import export
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
 
 
 class RequestRoutes:
@@ -40,14 +34,4 @@ class RequestRoutes:
     @route("GET", "/admin/orgs/{org}/requests.csv", admin_only=False)
     async def requests_csv(self, req: Request) -> None:
         org = await self._m.org(req.params["org"])
-        f = check.log_filter(org.id, req.query())
-        transport = req.proto.response_stream(
-            200,
-            [
-                ("content-type", "text/csv; charset=utf-8"),
-                ("content-disposition", f'attachment; filename="lectr-{_safe(org.name)}-requests.csv"'),
-            ],
-        )
-        await transport.send_str(export.header())
-        async for batch in self._m.store.export_requests(f):
-            await transport.send_str(export.rows(batch))
+        await export.stream(req.proto, self._m.store, check.log_filter(org.id, req.query()), org.name)

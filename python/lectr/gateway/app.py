@@ -5,7 +5,8 @@ control-plane snapshot, start the record writer, the snapshot refresher,
 the metrics sync and the anomaly detector (one leader across instances); at
 shutdown, stop accepting work, drain the record queue
 into the store, take this worker out of the live metric gauges and close the
-store. Routes: the proxied `/v1/...` endpoints, `/healthz`, `/readyz`, `/metrics`.
+store. Routes: the proxied `/v1/...` endpoints, `/admin/...`, the `/console`,
+`/healthz`, `/readyz`, `/metrics`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,20 @@ class App:
                 self.store, self.control, self.health, self.policy, self.webhooks, insights, self.manager
             ),
         )
+        self.console = None
+        if self.settings.console_enabled:
+            from lectr.console import Console, ConsoleContext
+
+            self.console = Console(
+                ConsoleContext(
+                    self.manager,
+                    self.control,
+                    self.health,
+                    self.policy,
+                    self.settings.admin_token,
+                    self.settings.console_secret,
+                )
+            )
         url = self.settings.anomaly_webhook_url
         send = webhook(self.upstream, url) if url else None
         self.detector = Detector(self.store, send, retention_days=self.settings.retention_days)
@@ -209,6 +224,8 @@ class App:
             return await self.proxy.handle(scope, proto, ep)
         if path.startswith("/admin/"):
             return await self.admin.handle(scope, proto)
+        if self.console is not None and (path == "/console" or path.startswith("/console/")):
+            return await self.console.handle(scope, proto)
         if path == "/healthz":
             proto.response_bytes(200, JSON_HEADERS, b'{"status":"ok"}')
             return None

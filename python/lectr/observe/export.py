@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from lectr.types import RECORD_FIELDS, Record
+from lectr.types import RECORD_FIELDS, LogFilter, Record
 
 COLUMNS = ("time_utc", *RECORD_FIELDS)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -39,3 +41,23 @@ def rows(records: Iterable[Record]) -> str:
         when = datetime.fromtimestamp(r.ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         w.writerow([when, *(safe_cell(getattr(r, f)) for f in RECORD_FIELDS)])
     return buf.getvalue()
+
+
+def filename(org_name: str) -> str:
+    """The download's file name for an org (only filename-safe characters)."""
+    return f"lectr-{re.sub(r'[^A-Za-z0-9_.-]', '_', org_name)[:64]}-requests.csv"
+
+
+async def stream(proto: Any, store: Any, f: LogFilter, org_name: str) -> None:
+    """Answer an RSGI request with every record matching `f` as CSV, in
+    bounded batches (the admin API and the console both send it so)."""
+    transport = proto.response_stream(
+        200,
+        [
+            ("content-type", "text/csv; charset=utf-8"),
+            ("content-disposition", f'attachment; filename="{filename(org_name)}"'),
+        ],
+    )
+    await transport.send_str(header())
+    async for batch in store.export_requests(f):
+        await transport.send_str(rows(batch))

@@ -98,6 +98,26 @@ class InsightsMixin:
             (since, until),
         )
 
+    async def rollup_series(
+        self, org_id: str, since: int, until: int, width: int, by: str | None = None, latency: bool = True
+    ) -> list[Any]:
+        """Per `width`-second window in [since, until) (and per `by`, a rollup
+        dimension, when given): requests, errors, cost and, with `latency`,
+        the latency histogram; from the coarsest rollup rows `width` allows
+        (minute, hour or day)."""
+        if by is not None and by not in KEY_COLS[2:]:
+            raise ValueError(f"unknown rollup dimension {by!r}")
+        table = "rollup_minute" if width < 3600 else "rollup_hour" if width < 86400 else "rollup_day"
+        w = int(width)
+        dim = f"{by}, " if by else ""
+        hist = "".join(", " + _sum(c) for c in HIST_COLS) if latency else ""
+        return await self._fetch(
+            f"SELECT {dim}(bucket / {w}) * {w} AS w, {_sum('requests')}, {_sum('errors')}, "
+            f"sum(cost_usd){hist} FROM {table} WHERE org_id = %s AND bucket >= %s AND bucket < %s "
+            f"GROUP BY {dim}w ORDER BY w",
+            (org_id, since, until),
+        )
+
     async def traffic(self, org_id: str, since: int, until: int) -> list[Any]:
         """Tokens per (feature, model requested, model actual, provider, task)
         over [since, until) from hour rows, with the first hour seen."""
@@ -399,6 +419,10 @@ class InsightsStore(Protocol):
     async def rollup_groups(self, org_id: str, since: int, until: int) -> list[Any]: ...
 
     async def rollup_windows(self, since: int, until: int, width: int) -> list[Any]: ...
+
+    async def rollup_series(
+        self, org_id: str, since: int, until: int, width: int, by: str | None = None, latency: bool = True
+    ) -> list[Any]: ...
 
     async def traffic(self, org_id: str, since: int, until: int) -> list[Any]: ...
 
