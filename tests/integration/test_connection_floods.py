@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import Mock, running
+from devtools.harness import Mock, running
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 IDLE = 2500
