@@ -1,5 +1,7 @@
-//! The Python exception types of the extension (the upstream ones are raised
-//! by the Python HTTP client too, so callers catch one family).
+//! The extension's errors: `CoreError`, which every fallible pure function
+//! returns, and its one conversion into the Python exception types below
+//! (the upstream ones are raised by the Python HTTP client too, so callers
+//! catch one family).
 //!
 //! ```text
 //! LectrCoreError
@@ -11,9 +13,58 @@
 //!            └── UpstreamBadResponse    what the provider sent is not valid HTTP
 //! ```
 
+use std::fmt;
+
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+
+/// A failure of the extension's own code, as a message fit for the client
+/// (or the operator), and which Python exception it becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    /// The request body is not usable JSON (`InvalidBody`).
+    InvalidBody(String),
+    /// What the provider sent is not valid HTTP, or an SSE event outgrew
+    /// its cap (`UpstreamBadResponse`).
+    BadResponse(String),
+    /// The provider's response was cut short (`UpstreamProtocolError`).
+    Truncated(String),
+    /// An argument the caller should never pass (`ValueError`).
+    InvalidArgument(String),
+}
+
+impl CoreError {
+    /// The message, whatever the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            CoreError::InvalidBody(m)
+            | CoreError::BadResponse(m)
+            | CoreError::Truncated(m)
+            | CoreError::InvalidArgument(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+/// The one mapping of the extension's errors onto Python exceptions.
+impl From<CoreError> for PyErr {
+    fn from(e: CoreError) -> PyErr {
+        match e {
+            CoreError::InvalidBody(m) => InvalidBody::new_err(m),
+            CoreError::BadResponse(m) => UpstreamBadResponse::new_err(m),
+            CoreError::Truncated(m) => UpstreamProtocolError::new_err(m),
+            CoreError::InvalidArgument(m) => PyValueError::new_err(m),
+        }
+    }
+}
 
 create_exception!(
     _core,

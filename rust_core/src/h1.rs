@@ -10,7 +10,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::{UpstreamBadResponse, UpstreamProtocolError};
+use crate::errors::CoreError;
 use crate::headers::{AuthStyle, client_response_headers, upstream_request_headers};
 use crate::protocols::{EventTap, Protocol, Tokens, body_tokens};
 use crate::tokens;
@@ -50,15 +50,17 @@ pub fn encode(
     headers: &[(String, String)],
     body: &[u8],
     style: AuthStyle,
-) -> Result<Vec<u8>, &'static str> {
+) -> Result<Vec<u8>, CoreError> {
     if !is_token(method) {
-        return Err("invalid HTTP method");
+        return Err(CoreError::InvalidArgument("invalid HTTP method".to_owned()));
     }
     if target.is_empty() || !is_field_value(target) || target.contains(' ') {
-        return Err("invalid request target");
+        return Err(CoreError::InvalidArgument(
+            "invalid request target".to_owned(),
+        ));
     }
     if host.is_empty() || !is_field_value(host) {
-        return Err("invalid host");
+        return Err(CoreError::InvalidArgument("invalid host".to_owned()));
     }
     let forwarded = upstream_request_headers(headers, style);
     let size = method.len()
@@ -211,7 +213,7 @@ impl ResponseReader {
     }
 
     /// Consume bytes from the connection.
-    pub fn push(&mut self, data: &[u8]) -> Result<Phase, String> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Phase, CoreError> {
         self.received += data.len() as u64;
         if self.phase == Phase::Done {
             // Bytes after a complete response: the connection is not reusable.
@@ -232,25 +234,27 @@ impl ResponseReader {
     }
 
     /// The provider closed its side.
-    pub fn close_input(&mut self) -> Result<Phase, String> {
+    pub fn close_input(&mut self) -> Result<Phase, CoreError> {
         self.keep_alive = false;
         match self.phase {
             Phase::Done => Ok(Phase::Done),
-            _ if !self.head_seen => Err(if self.received == 0 {
+            _ if !self.head_seen => Err(CoreError::Truncated(if self.received == 0 {
                 "the provider closed the connection without a response".to_owned()
             } else {
                 "the provider closed the connection mid-head".to_owned()
-            }),
+            })),
             _ if self.framing == Framing::Close => {
                 self.finish();
                 Ok(self.phase)
             }
-            _ => Err("the provider closed the connection before the body was complete".to_owned()),
+            _ => Err(CoreError::Truncated(
+                "the provider closed the connection before the body was complete".to_owned(),
+            )),
         }
     }
 
     /// Parse the head from `buf`; true once it is complete (1xx heads skipped).
-    fn parse_head(&mut self) -> Result<bool, String> {
+    fn parse_head(&mut self) -> Result<bool, CoreError> {
         loop {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut slots);
@@ -258,11 +262,17 @@ impl ResponseReader {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => {
                     if self.buf.len() > MAX_HEAD {
-                        return Err("the provider's response head is too large".to_owned());
+                        return Err(CoreError::BadResponse(
+                            "the provider's response head is too large".to_owned(),
+                        ));
                     }
                     return Ok(false);
                 }
-                Err(e) => return Err(format!("invalid response head from the provider: {e}")),
+                Err(e) => {
+                    return Err(CoreError::BadResponse(format!(
+                        "invalid response head from the provider: {e}"
+                    )));
+                }
             };
             let status = resp.code.unwrap_or(0);
             if (100..200).contains(&status) {
@@ -273,7 +283,9 @@ impl ResponseReader {
             if !(200..=599).contains(&status) {
                 // httparse takes any three digits; the HTTP server answering the
                 // client panics on a status outside 100-599, so it stops here.
-                return Err(format!("invalid status code {status:03} from the provider"));
+                return Err(CoreError::BadResponse(format!(
+                    "invalid status code {status:03} from the provider"
+                )));
             }
             let version = resp.version.unwrap_or(1);
             let pairs: Vec<(&str, &[u8])> =
@@ -293,9 +305,15 @@ impl ResponseReader {
                     let n = std::str::from_utf8(value)
                         .ok()
                         .and_then(|s| s.trim().parse::<u64>().ok())
-                        .ok_or("invalid content-length from the provider")?;
+                        .ok_or_else(|| {
+                            CoreError::BadResponse(
+                                "invalid content-length from the provider".to_owned(),
+                            )
+                        })?;
                     if length.is_some_and(|l| l != n) {
-                        return Err("conflicting content-length from the provider".to_owned());
+                        return Err(CoreError::BadResponse(
+                            "conflicting content-length from the provider".to_owned(),
+                        ));
                     }
                     length = Some(n);
                 } else if name.eq_ignore_ascii_case("connection") {
@@ -344,7 +362,7 @@ impl ResponseReader {
     }
 
     /// Decode body bytes as framed.
-    fn body_bytes(&mut self, data: &[u8]) -> Result<(), String> {
+    fn body_bytes(&mut self, data: &[u8]) -> Result<(), CoreError> {
         match self.framing {
             Framing::Close => self.emit(data)?,
             Framing::Length(left) => {
@@ -369,7 +387,7 @@ impl ResponseReader {
     }
 
     /// Decode what chunked framing `buf` holds.
-    fn dechunk(&mut self) -> Result<(), String> {
+    fn dechunk(&mut self) -> Result<(), CoreError> {
         let mut pos = 0;
         let buf = std::mem::take(&mut self.buf);
         let result = loop {
@@ -389,11 +407,17 @@ impl ResponseReader {
                     }
                     Ok(httparse::Status::Partial) => {
                         if rest.len() > 4096 {
-                            break Err("invalid chunk size line from the provider".to_owned());
+                            break Err(CoreError::BadResponse(
+                                "invalid chunk size line from the provider".to_owned(),
+                            ));
                         }
                         break Ok(());
                     }
-                    Err(_) => break Err("invalid chunked body from the provider".to_owned()),
+                    Err(_) => {
+                        break Err(CoreError::BadResponse(
+                            "invalid chunked body from the provider".to_owned(),
+                        ));
+                    }
                 },
                 ChunkState::Data(left) => {
                     if rest.is_empty() {
@@ -417,7 +441,9 @@ impl ResponseReader {
                         break Ok(());
                     }
                     if rest.get(..2) != Some(b"\r\n") {
-                        break Err("invalid chunked body from the provider".to_owned());
+                        break Err(CoreError::BadResponse(
+                            "invalid chunked body from the provider".to_owned(),
+                        ));
                     }
                     pos += 2;
                     self.framing = Framing::Chunked(ChunkState::Size);
@@ -425,7 +451,9 @@ impl ResponseReader {
                 ChunkState::Trailers => {
                     let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
                         if rest.len() > MAX_HEAD {
-                            break Err("the provider's trailers are too large".to_owned());
+                            break Err(CoreError::BadResponse(
+                                "the provider's trailers are too large".to_owned(),
+                            ));
                         }
                         break Ok(());
                     };
@@ -449,7 +477,7 @@ impl ResponseReader {
 
     /// Body bytes, decoded: buffered, or tapped and queued for the client.
     /// Fails when an SSE event outgrows `max_event`.
-    fn emit(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), CoreError> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -467,10 +495,10 @@ impl ResponseReader {
             self.out.extend_from_slice(&whole);
             self.tokens = ev.usage;
             if ev.pending_len() > self.max_event {
-                return Err(format!(
+                return Err(CoreError::BadResponse(format!(
                     "an SSE event from the provider exceeds {} bytes",
                     self.max_event
-                ));
+                )));
             }
             return Ok(());
         }
@@ -484,10 +512,10 @@ impl ResponseReader {
                     self.usage = Some(u);
                 }
                 if tap.pending_len() > self.max_event {
-                    return Err(format!(
+                    return Err(CoreError::BadResponse(format!(
                         "an SSE event from the provider exceeds {} bytes",
                         self.max_event
-                    ));
+                    )));
                 }
             }
             None => self.out.extend_from_slice(bytes),
@@ -537,9 +565,8 @@ impl ResponseReader {
         max_event: usize,
         protocol: &str,
     ) -> PyResult<Self> {
-        let p = Protocol::parse(protocol).ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!("unknown protocol {protocol:?}"))
-        })?;
+        let p = Protocol::parse(protocol)
+            .ok_or_else(|| CoreError::InvalidArgument(format!("unknown protocol {protocol:?}")))?;
         Ok(Self::create(max_buffered, strip_usage, head_request, max_event).with_protocol(p))
     }
 
@@ -547,17 +574,13 @@ impl ResponseReader {
     /// known, body streaming) or 2 (message complete). Raises
     /// `UpstreamBadResponse` on a malformed response.
     fn feed(&mut self, data: &[u8]) -> PyResult<u8> {
-        self.push(data)
-            .map(|p| p as u8)
-            .map_err(UpstreamBadResponse::new_err)
+        Ok(self.push(data)? as u8)
     }
 
     /// The provider closed the connection; returns the phase as `feed`
     /// does, or raises when the response was cut short.
     fn eof(&mut self) -> PyResult<u8> {
-        self.close_input()
-            .map(|p| p as u8)
-            .map_err(UpstreamProtocolError::new_err)
+        Ok(self.close_input()? as u8)
     }
 
     /// Streamed bytes for the client that arrived since the last call, or
@@ -720,11 +743,9 @@ fn encode_request<'py>(
     body: &[u8],
     auth_style: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let style = AuthStyle::parse(auth_style).ok_or_else(|| {
-        pyo3::exceptions::PyValueError::new_err(format!("unknown auth style {auth_style:?}"))
-    })?;
-    let out = encode(method, target, host, &headers, body, style)
-        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let style = AuthStyle::parse(auth_style)
+        .ok_or_else(|| CoreError::InvalidArgument(format!("unknown auth style {auth_style:?}")))?;
+    let out = encode(method, target, host, &headers, body, style)?;
     Ok(PyBytes::new(py, &out))
 }
 
@@ -930,7 +951,7 @@ mod tests {
             line.extend_from_slice(&[b'x'; 900]);
             r.push(&line).unwrap();
             let err = r.push(&[b'x'; 200]).unwrap_err();
-            assert!(err.contains("exceeds 1000 bytes"), "{err}");
+            assert!(err.message().contains("exceeds 1000 bytes"), "{err}");
         }
         // Many small events stay well under the cap.
         let mut r = ResponseReader::create(1 << 20, false, false, 100);

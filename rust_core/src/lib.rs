@@ -16,8 +16,8 @@
 //! - [`tokens`]: offline BPE token counting when a provider reports no usage.
 //! - [`h1`]: HTTP/1.1 to the provider without I/O: the request encoder and
 //!   the response reader the event loop feeds (chunked, SSE tap, usage).
-//! - [`errors`]: the Python exception types and the one place Rust errors
-//!   become them.
+//! - [`errors`]: `CoreError`, which every fallible function returns, and its
+//!   one conversion into the Python exception types.
 //!
 //! No policy, no database, no sockets and no Python callbacks live here:
 //! Python decides and does the I/O, Rust handles the bytes.

@@ -7,7 +7,7 @@ use pyo3::types::PyBytes;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::errors::InvalidBody;
+use crate::errors::CoreError;
 
 /// Deserialize a member as its raw text, keeping `null` distinguishable from
 /// an absent member (plain `Option<&RawValue>` maps `null` to `None`).
@@ -71,26 +71,34 @@ fn span_of(body: &[u8], raw: &RawValue) -> Span {
 
 /// Parse the top level of a request body. The whole body is validated as
 /// JSON; only the members named in [`Peek`] are looked at.
-pub fn peek(body: &[u8]) -> Result<RequestInfo, String> {
+pub fn peek(body: &[u8]) -> Result<RequestInfo, CoreError> {
     let trimmed_end = body
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
-        .ok_or_else(|| "request body is empty; expected a JSON object".to_owned())?;
+        .ok_or_else(|| {
+            CoreError::InvalidBody("request body is empty; expected a JSON object".to_owned())
+        })?;
     if body.get(trimmed_end) != Some(&b'}') {
-        return Err("request body must be a JSON object".to_owned());
+        return Err(CoreError::InvalidBody(
+            "request body must be a JSON object".to_owned(),
+        ));
     }
     let p: Peek<'_> = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
+        CoreError::InvalidBody(if e.is_data() {
             format!("request body has an invalid field: {e}")
         } else {
             format!("request body is not valid JSON: {e}")
-        }
+        })
     })?;
     let (model, model_span) = match p.model {
         None => (None, None),
         Some(raw) => match serde_json::from_str::<Option<String>>(raw.get()) {
             Ok(m) => (m, Some(span_of(body, raw))),
-            Err(_) => return Err("'model' must be a string".to_owned()),
+            Err(_) => {
+                return Err(CoreError::InvalidBody(
+                    "'model' must be a string".to_owned(),
+                ));
+            }
         },
     };
     let stream = match p.stream {
@@ -98,7 +106,11 @@ pub fn peek(body: &[u8]) -> Result<RequestInfo, String> {
         Some(raw) => match raw.get() {
             "true" => true,
             "false" | "null" => false,
-            _ => return Err("'stream' must be a boolean".to_owned()),
+            _ => {
+                return Err(CoreError::InvalidBody(
+                    "'stream' must be a boolean".to_owned(),
+                ));
+            }
         },
     };
     let include_usage = p
@@ -230,7 +242,7 @@ impl PyRequestMeta {
 /// client when it is not a JSON object or `model`/`stream` have wrong types.
 #[pyfunction]
 fn parse_request(body: Bound<'_, PyBytes>) -> PyResult<PyRequestMeta> {
-    let info = peek(body.as_bytes()).map_err(InvalidBody::new_err)?;
+    let info = peek(body.as_bytes())?;
     Ok(PyRequestMeta {
         info,
         body: body.unbind(),
@@ -272,10 +284,16 @@ mod tests {
         assert!(peek(b"").is_err());
         assert!(peek(b"[1,2]").is_err());
         assert!(peek(b"{\"model\":").is_err());
-        assert!(peek(br#"{"model":5}"#).unwrap_err().contains("model"));
+        assert!(
+            peek(br#"{"model":5}"#)
+                .unwrap_err()
+                .message()
+                .contains("model")
+        );
         assert!(
             peek(br#"{"model":"x","stream":"yes"}"#)
                 .unwrap_err()
+                .message()
                 .contains("stream")
         );
         assert!(peek(br#"{"model":"x","model":"y"}"#).is_err());
