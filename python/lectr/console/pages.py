@@ -28,7 +28,7 @@ from lectr.console.session import (
 )
 from lectr.control import ControlPlane
 from lectr.control import validation as check
-from lectr.control.manage import SCOPED, Manager
+from lectr.control.manage import RULE_FIELDS, SCOPED, Manager
 from lectr.control.policy.engine import Policy
 from lectr.errors import Forbidden, InvalidRequest, LectrError, NotFound
 from lectr.gateway import auth
@@ -141,17 +141,8 @@ def _field_of(message: str, fields: tuple[str, ...]) -> str | None:
     return None
 
 
-RULE_FORM = (
-    "name",
-    "priority",
-    "match_feature",
-    "match_task",
-    "match_provider",
-    "match_model",
-    "target_provider",
-    "target_model",
-    "split_percent",
-)
+# The rule form's fields: the rule's own, but `enabled` (a button of its own).
+RULE_FORM = sorted(RULE_FIELDS - {"enabled"})
 
 
 def _rule_changes(form: dict[str, str]) -> dict[str, Any]:
