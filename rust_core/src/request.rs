@@ -113,6 +113,19 @@ pub fn peek(body: &[u8]) -> Result<RequestInfo, CoreError> {
             }
         },
     };
+    // An object the splice in `rewrite` cannot re-encode (a lone surrogate
+    // escape in a key, found by fuzzing) would leave a stream without the
+    // usage the gateway asked for: refuse it here, as the provider would.
+    if let Some(raw) = p.stream_options {
+        let text = raw.get();
+        if text.starts_with('{')
+            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).is_err()
+        {
+            return Err(CoreError::InvalidBody(
+                "'stream_options' is not a valid JSON object".to_owned(),
+            ));
+        }
+    }
     let include_usage = p
         .stream_options
         .and_then(|raw| serde_json::from_str::<Option<StreamOptions>>(raw.get()).ok())
@@ -297,6 +310,10 @@ mod tests {
                 .contains("stream")
         );
         assert!(peek(br#"{"model":"x","model":"y"}"#).is_err());
+        // Fuzzing found this one: a lone surrogate in a key of stream_options
+        // peeked fine, then the usage splice could not re-encode the object.
+        let lone = br#"{"model":"m","stream":true,"stream_options":{"\udddd":1}}"#;
+        assert!(peek(lone).unwrap_err().message().contains("stream_options"));
     }
 
     #[test]
