@@ -158,12 +158,13 @@ def test_responses_on_azure_use_the_v1_path(gateway: Gateway, mock: Mock) -> Non
     gateway.cli(
         "orgs", "azure", "azure-responses", "--endpoint", f"{mock.url}/", "--api-version", "2024-10-21"
     )
-    f = tag()
-    client = oa(
-        gateway.url + "/v1", **{"X-Lectr-Key": key, "X-Lectr-Provider": "azure", "X-Lectr-Feature": f}
-    )
     deadline = time.monotonic() + 10
     while True:  # the new org, then its Azure settings, reach the gateway with a later snapshot
+        # A fresh feature per attempt: a refused attempt is recorded too.
+        f = tag()
+        client = oa(
+            gateway.url + "/v1", **{"X-Lectr-Key": key, "X-Lectr-Provider": "azure", "X-Lectr-Feature": f}
+        )
         try:
             out = client.responses.create(model="my-deployment", input=INPUT)  # type: ignore[arg-type]
             break
