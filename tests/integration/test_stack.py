@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.harness import Mock
 from devtools.stack import DevStack
+from tests.integration.test_container import client  # no SDK retries: one request each
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,7 +35,6 @@ pytestmark = [
 ]
 
 TOKEN = "stack-admin-token"
-PROVIDER_KEY = "sk-test-provider-key-0123456789"
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 
 
@@ -65,17 +65,6 @@ def admin(url: str, method: str, path: str, body: Any = None) -> httpx.Response:
     r = httpx.request(method, url + path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
     assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
     return r
-
-
-def client(url: str, key: str, **headers: str) -> openai.OpenAI:
-    # No SDK retries: every request the test sends is exactly one request.
-    return openai.OpenAI(
-        base_url=url + "/v1",
-        api_key=PROVIDER_KEY,
-        default_headers={"X-Lectr-Key": key, **headers},
-        max_retries=0,
-        timeout=30,
-    )
 
 
 def control_versions(stack: DevStack) -> list[int]:

@@ -26,6 +26,7 @@ UPSTREAM_OUTCOMES = (
     "cancelled",
 )
 TOKEN_KINDS = ("prompt", "completion", "cached")
+POLICY_EVENTS = ("unavailable", "reseeded")
 
 # Seconds. Requests and first bytes span milliseconds (cached embeddings) to
 # minutes (long generations; first_byte_timeout defaults to 120 s).

@@ -85,6 +85,7 @@ from lectr.observe.labels import (
     NONE,
     OTHER,
     OVERHEAD_BUCKETS,
+    POLICY_EVENTS,
     REJECTIONS,
     TASKS,
     UNTAGGED,
@@ -102,8 +103,6 @@ log = logging.getLogger("lectr.metrics")
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db$")
-
-POLICY_EVENTS = ("unavailable", "reseeded")
 
 # How a record's cost is accounted: priced (cost_usd_total), unpriced (usage
 # known, no price: unpriced_requests_total) or neither (no usage).
