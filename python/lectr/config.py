@@ -12,26 +12,146 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-SECRET_FIELDS = (
-    "admin_token",
-    "metrics_token",
-    "openai_api_key",
-    "anthropic_api_key",
-    "groq_api_key",
-    "gemini_api_key",
-    "azure_api_key",
-    "console_secret",
-)
-URL_FIELDS_WITH_PASSWORDS = ("database_url", "redis_url")
-
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message says which setting and why."""
 
 
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A group of settings: a TOML table, `LECTR_<SECTION>__<FIELD>` in the environment."""
+
+
+class ProviderSettings(_Section):
+    """One provider's endpoint and the operator's key for it."""
+
+    base_url: str
+    # Used only when a rule or fallback sends a request to this provider from
+    # another one the client's own key is for. Held in memory only.
+    api_key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ProviderSettings(base_url={self.base_url!r}, api_key={_mask(self.api_key)})"
+
+
+class AzureSettings(_Section):
+    """Azure OpenAI: endpoints are per org (`lectr orgs azure`), only the key is global."""
+
+    api_key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AzureSettings(api_key={_mask(self.api_key)})"
+
+
+def _mask(secret: str | None) -> str:
+    return "'***'" if secret else "None"
+
+
+def _provider(base_url: str) -> Any:
+    return msgspec.field(default_factory=lambda: ProviderSettings(base_url=base_url))
+
+
+class ProvidersSettings(_Section):
+    """Every provider Lectr can forward to."""
+
+    openai: ProviderSettings = _provider("https://api.openai.com/v1")
+    anthropic: ProviderSettings = _provider("https://api.anthropic.com/v1")
+    groq: ProviderSettings = _provider("https://api.groq.com/openai/v1")
+    gemini: ProviderSettings = _provider("https://generativelanguage.googleapis.com/v1beta/openai")
+    azure: AzureSettings = msgspec.field(default_factory=AzureSettings)
+
+    def section(self, provider: str) -> ProviderSettings | AzureSettings | None:
+        """The settings of the provider named `provider` (a registry name)."""
+        match provider:
+            case "openai":
+                return self.openai
+            case "anthropic":
+                return self.anthropic
+            case "groq":
+                return self.groq
+            case "gemini":
+                return self.gemini
+            case "azure":
+                return self.azure
+        return None
+
+    def base_url(self, provider: str) -> str | None:
+        """`provider`'s base URL; None for Azure (per org) and unknown names."""
+        section = self.section(provider)
+        return section.base_url if isinstance(section, ProviderSettings) else None
+
+    def api_key(self, provider: str) -> str | None:
+        """The operator's key for `provider`, if one is configured."""
+        section = self.section(provider)
+        return section.api_key if section is not None else None
+
+
+class WriterSettings(_Section):
+    """The record writer: queue, batches and spill."""
+
+    queue_size: int = 100_000
+    batch_size: int = 1_000
+    flush_interval: float = 0.2
+    spill_after_failures: int = 3
+
+
+class BreakerSettings(_Section):
+    """The per-provider circuit breaker."""
+
+    failure_threshold: int = 5
+    cooldown: float = 30.0
+
+
+class PolicySettings(_Section):
+    """Limits and budgets: the counters' deadline and what happens without them."""
+
+    redis_timeout: float = 0.5
+    fail_open: bool = True
+    budget_default_max_tokens: int = 4096
+    budget_webhook_url: str | None = None
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "providers": ProvidersSettings,
+    "writer": WriterSettings,
+    "breaker": BreakerSettings,
+    "policy": PolicySettings,
+}
+
+# The flat names of the README and SPEC (and of every release before sections
+# existed), each the alias of one nested setting; they keep working as TOML
+# keys and as `LECTR_<NAME>` variables.
+FLAT_ALIASES: dict[str, tuple[str, ...]] = {
+    **{
+        f"{p}_{f}": ("providers", p, f)
+        for p in ("openai", "anthropic", "groq", "gemini")
+        for f in ("base_url", "api_key")
+    },
+    "azure_api_key": ("providers", "azure", "api_key"),
+    **{
+        f"writer_{f}": ("writer", f)
+        for f in ("queue_size", "batch_size", "flush_interval", "spill_after_failures")
+    },
+    "breaker_failure_threshold": ("breaker", "failure_threshold"),
+    "breaker_cooldown": ("breaker", "cooldown"),
+    "redis_timeout": ("policy", "redis_timeout"),
+    "policy_fail_open": ("policy", "fail_open"),
+    "budget_default_max_tokens": ("policy", "budget_default_max_tokens"),
+    "budget_webhook_url": ("policy", "budget_webhook_url"),
+}
+
+SECRET_SETTINGS = (
+    "admin_token",
+    "metrics_token",
+    "console_secret",
+    *(f"providers.{p}.api_key" for p in ("openai", "anthropic", "groq", "gemini", "azure")),
+)
+URL_SETTINGS_WITH_PASSWORDS = ("database_url", "redis_url")
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Every gateway setting. The environment variable of a field is
-    `LECTR_<FIELD>` in upper case; the TOML key is the field name."""
+    """Every gateway setting. The environment variable of a top-level field is
+    `LECTR_<FIELD>`, of a section's field `LECTR_<SECTION>__<FIELD>` (upper
+    case); in TOML a section is a table (`[providers.openai]`)."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -44,23 +164,6 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # (they tell an outsider about traffic and the store); /healthz stays open.
     metrics_token: str | None = None
     log_level: str = "info"
-    openai_base_url: str = "https://api.openai.com/v1"
-    anthropic_base_url: str = "https://api.anthropic.com/v1"
-    groq_base_url: str = "https://api.groq.com/openai/v1"
-    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta/openai"
-    # Keys used only when a rule or fallback sends a request to a provider
-    # other than the one the client's own key is for. Held in memory only.
-    openai_api_key: str | None = None
-    anthropic_api_key: str | None = None
-    groq_api_key: str | None = None
-    gemini_api_key: str | None = None
-    azure_api_key: str | None = None
-    redis_timeout: float = 0.5
-    policy_fail_open: bool = True
-    budget_default_max_tokens: int = 4096
-    budget_webhook_url: str | None = None
-    breaker_failure_threshold: int = 5
-    breaker_cooldown: float = 30.0
     max_body_bytes: int = 2 * 1024 * 1024
     # Connection limits of the HTTP server (docs/deploy.md, "Connection
     # limits"): open connections one worker serves at once (granian's
@@ -81,10 +184,6 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Largest non-SSE response held whole; a bigger one streams through.
     max_buffered_response_bytes: int = 64 * 1024 * 1024
     warm_tokenizers: bool = False
-    writer_queue_size: int = 100_000
-    writer_batch_size: int = 1_000
-    writer_flush_interval: float = 0.2
-    writer_spill_after_failures: int = 3
     retention_days: int = 30
     control_refresh_interval: float = 0.5
     prices_file: str | None = None
@@ -98,6 +197,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # signed with (unset: derived from the admin token, else random per process).
     console_enabled: bool = True
     console_secret: str | None = None
+    providers: ProvidersSettings = msgspec.field(default_factory=ProvidersSettings)
+    writer: WriterSettings = msgspec.field(default_factory=WriterSettings)
+    breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
+    policy: PolicySettings = msgspec.field(default_factory=PolicySettings)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in masked(self).items())
@@ -136,10 +239,19 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError("untagged_prompt_threshold must be a share in (0, 1], e.g. 0.2")
         if self.anomaly_webhook_url and urlsplit(self.anomaly_webhook_url).scheme not in ("http", "https"):
             raise ConfigError("anomaly_webhook_url must be an http(s) URL")
-        for name in ("openai_base_url", "anthropic_base_url", "groq_base_url", "gemini_base_url"):
-            url = getattr(self, name)
+        for name in ("openai", "anthropic", "groq", "gemini"):
+            url = getattr(self.providers, name).base_url
             if urlsplit(url).scheme not in ("http", "https"):
-                raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+                raise ConfigError(
+                    f"providers.{name}.base_url (LECTR_{name.upper()}_BASE_URL) "
+                    f"must be an http(s) URL, got {url!r}"
+                )
+        if self.writer.batch_size < 1 or self.writer.queue_size < self.writer.batch_size:
+            raise ConfigError("writer.batch_size must be at least 1 and at most writer.queue_size")
+        if self.breaker.failure_threshold < 1:
+            raise ConfigError("breaker.failure_threshold must be at least 1")
+        if self.policy.redis_timeout <= 0:
+            raise ConfigError("policy.redis_timeout must be a positive number of seconds")
         if self.database_url and urlsplit(self.database_url).scheme not in ("postgresql", "postgres"):
             raise ConfigError("database_url must be a postgresql:// URL (unset means embedded SQLite)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -159,15 +271,26 @@ def _mask_url(url: str) -> str:
 
 
 def masked(settings: Settings) -> dict[str, Any]:
-    """The settings as a dict with secrets replaced, safe to log or print."""
-    out: dict[str, Any] = msgspec.structs.asdict(settings)
-    for name in SECRET_FIELDS:
-        if out.get(name):
-            out[name] = "***"
-    for name in URL_FIELDS_WITH_PASSWORDS:
+    """The settings as a (nested) dict with secrets replaced, safe to log or print."""
+    out: dict[str, Any] = msgspec.to_builtins(settings)
+    for dotted in SECRET_SETTINGS:
+        *path, name = dotted.split(".")
+        table = _table(out, path)
+        if table.get(name):
+            table[name] = "***"
+    for name in URL_SETTINGS_WITH_PASSWORDS:
         if out.get(name):
             out[name] = _mask_url(out[name])
     return out
+
+
+def _table(root: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    """The nested table at `path`, created where missing."""
+    for i, part in enumerate(path):
+        root = root.setdefault(part, {})
+        if not isinstance(root, dict):
+            raise ConfigError(f"{'.'.join(path[: i + 1])} must be a table of settings ([{part}] in TOML)")
+    return root
 
 
 SETTINGS_ENV = "LECTR__SETTINGS_JSON"  # how `lectr serve` hands workers (and their writers) the settings
@@ -181,24 +304,87 @@ def settings_from_env() -> Settings:
     return load()
 
 
+def setting_paths() -> list[tuple[str, ...]]:
+    """Every setting as its path: `("port",)`, `("providers", "openai", "base_url")`."""
+    out: list[tuple[str, ...]] = []
+
+    def walk(struct: type[msgspec.Struct], prefix: tuple[str, ...]) -> None:
+        for f in msgspec.structs.fields(struct):
+            kind = f.type
+            if isinstance(kind, type) and issubclass(kind, _Section):
+                walk(kind, (*prefix, f.name))
+            else:
+                out.append((*prefix, f.name))
+
+    walk(Settings, ())
+    return out
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    """`LECTR_PORT`, `LECTR_PROVIDERS__OPENAI__BASE_URL`."""
+    return "LECTR_" + "__".join(path).upper()
+
+
+def flat_alias(path: tuple[str, ...]) -> str | None:
+    """The stable flat name of a nested setting (`openai_base_url`), if it has one."""
+    return next((flat for flat, p in FLAT_ALIASES.items() if p == path), None)
+
+
+def _with_aliases(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A TOML document with its flat aliases moved into their sections."""
+    merged = {k: v for k, v in data.items() if k not in FLAT_ALIASES}
+    for name in SECTIONS:
+        if name in merged:
+            _table(merged, [name])  # a section must be a table
+    for alias, path in FLAT_ALIASES.items():
+        if alias not in data:
+            continue
+        table = _table(merged, list(path[:-1]))
+        dotted = ".".join(path)
+        if path[-1] in table and table[path[-1]] != data[alias]:
+            raise ConfigError(f"{source} sets both {alias} and {dotted}, to different values; keep one")
+        table[path[-1]] = data[alias]
+    return merged
+
+
+def _from_environment() -> dict[str, Any]:
+    """The `LECTR_*` variables that name settings, nested, flat aliases included."""
+    out: dict[str, Any] = {}
+    for setting in setting_paths():
+        alias = flat_alias(setting)
+        names = [env_name(setting), *([f"LECTR_{alias.upper()}"] if alias else [])]
+        given = {n: os.environ[n] for n in names if os.environ.get(n)}  # empty means unset
+        if len(set(given.values())) > 1:
+            raise ConfigError(f"{' and '.join(given)} are both set, to different values; keep one")
+        if given:
+            _table(out, list(setting[:-1]))[setting[-1]] = next(iter(given.values()))
+    return out
+
+
+def _deep_update(target: dict[str, Any], source: dict[str, Any]) -> None:
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
 def load(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build settings from defaults, file (`--config` or `LECTR_CONFIG`), the
     environment and `overrides` (flags), in that order of precedence."""
-    merged: dict[str, Any] = {}
+    # From the defaults up, so that a section given in part keeps the rest.
+    merged: dict[str, Any] = msgspec.to_builtins(Settings())
     path = config_file or os.environ.get("LECTR_CONFIG")
     if path:
         try:
             with open(path, "rb") as f:
-                merged.update(tomllib.load(f))
+                _deep_update(merged, _with_aliases(tomllib.load(f), f"config file {path!r}"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path!r} does not exist") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
-    for field in msgspec.structs.fields(Settings):
-        env = os.environ.get(f"LECTR_{field.name.upper()}")
-        if env:  # an empty variable means unset
-            merged[field.name] = env
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    _deep_update(merged, _from_environment())
+    _deep_update(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as e:

@@ -109,7 +109,21 @@ class Stack:
         start = time.monotonic()
         # No --build: compose v1 cannot pass the CA secret; the image is built already.
         self.compose("up", "-d", "--no-build")
+        # `up` returns once nginx's container has started, not once nginx
+        # listens: wait until a request through it reaches an instance.
+        deadline = time.monotonic() + 60
+        while not self._lb_answers():
+            if time.monotonic() > deadline:
+                state = self.compose("ps").stdout + self.compose("logs", "--no-color", "--tail", "60").stdout
+                raise RuntimeError(f"nginx at {self.lb_url} does not answer /healthz:\n{state[-8000:]}")
+            time.sleep(0.2)
         return time.monotonic() - start
+
+    def _lb_answers(self) -> bool:
+        try:
+            return httpx.get(self.lb_url + "/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
 
 @pytest.fixture(scope="module")

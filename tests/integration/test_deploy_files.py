@@ -26,7 +26,7 @@ from compose_spec import ComposeSpecification, PyCompose
 
 from devtools import stack as devstack
 from devtools.harness import ROOT
-from lectr.config import Settings
+from lectr.config import FLAT_ALIASES, Settings, env_name, flat_alias, setting_paths
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -214,7 +214,7 @@ def test_compose_stack_shape(compose: dict[str, Any]) -> None:
     assert {"lb", "postgres", "redis", "prometheus", "grafana", "migrate"} <= set(services)
     gws = gateways(compose)
     assert len(gws) >= 2
-    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    names = {env_name(p) for p in setting_paths()} | {f"LECTR_{a.upper()}" for a in FLAT_ALIASES}
     data_dir = "/var/lib/lectr"
     volumes = set()
     for name, svc in gws.items():
@@ -223,7 +223,7 @@ def test_compose_stack_shape(compose: dict[str, Any]) -> None:
         assert env["LECTR_DATABASE_URL"].split("@")[1].startswith("postgres:5432/")
         assert env["LECTR_REDIS_URL"].startswith("redis://redis:6379")
         for key in env:
-            assert key.startswith("LECTR_") and key[6:].lower() in fields, f"{name}: {key} is no setting"
+            assert key in names, f"{name}: {key} is no setting"
         assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         (vol,) = [v for v in svc["volumes"] if v.endswith(f":{data_dir}")]
         volumes.add(vol)
@@ -347,15 +347,21 @@ def test_configuration_reference_lists_every_setting_with_its_default() -> None:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| `") and len(cells) >= 4:
             rows[cells[0].strip("`")] = cells
-    fields = msgspec.structs.fields(Settings)
-    missing = [f.name for f in fields if f.name not in rows]
+    defaults = msgspec.to_builtins(Settings())
+    paths = setting_paths()
+    missing = [".".join(p) for p in paths if ".".join(p) not in rows]
     assert not missing, f"docs/deploy.md lacks a row for {missing}"
-    for f in fields:
-        _, env, default, meaning = rows[f.name][:4]
-        assert env == f"`LECTR_{f.name.upper()}`", f.name
-        assert default == _default(f.default), f"{f.name}: docs say {default}, Settings {f.default!r}"
-        assert meaning, f.name
-    settings = {f.name for f in fields}
+    for path in paths:
+        name = ".".join(path)
+        _, env, default, meaning = rows[name][:4]
+        alias = flat_alias(path)
+        assert env == f"`{env_name(path)}`" + (f" or `LECTR_{alias.upper()}`" if alias else ""), name
+        value = defaults
+        for part in path:
+            value = value[part]
+        assert default == _default(value), f"{name}: docs say {default}, Settings {value!r}"
+        assert meaning, name
+    settings = {".".join(p) for p in paths}
     stale = [n for n in rows if n.islower() and n not in settings]
     assert not stale, f"docs/deploy.md documents settings that no longer exist: {stale}"
 

@@ -36,7 +36,9 @@ def test_config_precedence_defaults_file_env_flags(tmp_path: Path, monkeypatch: 
     [
         ({"LECTR_PORT": "0"}, "port"),
         ({"LECTR_PORT": "eighty"}, "port"),
-        ({"LECTR_OPENAI_BASE_URL": "ftp://x"}, "openai_base_url"),
+        ({"LECTR_OPENAI_BASE_URL": "ftp://x"}, r"providers\.openai\.base_url \(LECTR_OPENAI_BASE_URL\)"),
+        ({"LECTR_WRITER__BATCH_SIZE": "0"}, r"writer\.batch_size"),
+        ({"LECTR_BREAKER__COOLDOWN": "soon"}, r"breaker\.cooldown"),
         ({"LECTR_DATABASE_URL": "mysql://x"}, "database_url"),
     ],
 )
@@ -49,12 +51,62 @@ def test_config_errors_name_the_setting(
         load()
 
 
+def test_config_sections_from_toml_and_env_with_flat_aliases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k in [k for k in __import__("os").environ if k.startswith("LECTR_")]:
+        monkeypatch.delenv(k)
+    cfg = tmp_path / "lectr.toml"
+    cfg.write_text(
+        'groq_base_url = "http://127.0.0.1:8/openai/v1"\n'
+        '[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n'
+        "[writer]\nbatch_size = 50\n[policy]\nfail_open = false\n"
+    )
+    s = load(str(cfg))
+    assert s.providers.openai.base_url == "http://127.0.0.1:9/v1"
+    assert s.providers.base_url("groq") == "http://127.0.0.1:8/openai/v1"  # flat TOML key
+    assert (s.writer.batch_size, s.writer.queue_size, s.policy.fail_open) == (50, 100_000, False)
+    assert s.providers.base_url("azure") is None  # per org
+    # The environment overrides the file, in either shape.
+    monkeypatch.setenv("LECTR_WRITER__BATCH_SIZE", "70")
+    monkeypatch.setenv("LECTR_OPENAI_BASE_URL", "http://127.0.0.1:7/v1")
+    monkeypatch.setenv("LECTR_POLICY__FAIL_OPEN", "true")
+    s = load(str(cfg))
+    assert (s.writer.batch_size, s.providers.openai.base_url, s.policy.fail_open) == (
+        70,
+        "http://127.0.0.1:7/v1",
+        True,
+    )
+    # The handover to workers keeps the sections.
+    assert msgspec.json.decode(msgspec.json.encode(s), type=type(s)) == s
+    # Both shapes of one setting in one source must agree.
+    monkeypatch.setenv("LECTR_PROVIDERS__OPENAI__BASE_URL", "http://127.0.0.1:6/v1")
+    with pytest.raises(ConfigError, match="LECTR_PROVIDERS__OPENAI__BASE_URL and LECTR_OPENAI_BASE_URL"):
+        load()
+    monkeypatch.setenv("LECTR_PROVIDERS__OPENAI__BASE_URL", "http://127.0.0.1:7/v1")
+    assert load().providers.openai.base_url == "http://127.0.0.1:7/v1"
+    cfg.write_text('openai_base_url = "http://a/v1"\n[providers.openai]\nbase_url = "http://b/v1"\n')
+    with pytest.raises(ConfigError, match=r"both openai_base_url and providers\.openai\.base_url"):
+        load(str(cfg))
+    cfg.write_text("[writer]\nbatch = 5\n")
+    with pytest.raises(ConfigError, match="batch"):
+        load(str(cfg))
+    cfg.write_text("providers = 5\n")
+    with pytest.raises(ConfigError, match="providers"):
+        load(str(cfg))
+
+
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LECTR_ADMIN_TOKEN", "admin-s3cret")
     monkeypatch.setenv("LECTR_REDIS_URL", "redis://user:redis-s3cret@localhost:6379/0")
+    monkeypatch.setenv("LECTR_ANTHROPIC_API_KEY", "sk-ant-s3cret")
+    monkeypatch.setenv("LECTR_PROVIDERS__AZURE__API_KEY", "azure-s3cret")
     s = load()
-    for text in (repr(s), str(s), json.dumps(masked(s))):
+    assert s.providers.api_key("anthropic") == "sk-ant-s3cret"
+    for text in (repr(s), str(s), json.dumps(masked(s)), repr(s.providers), repr(s.providers.azure)):
         assert "admin-s3cret" not in text and "redis-s3cret" not in text
+        assert "sk-ant-s3cret" not in text and "azure-s3cret" not in text
+    assert masked(s)["providers"]["anthropic"]["api_key"] == "***"
     assert masked(s)["redis_url"] == "redis://user:***@localhost:6379/0"
 
 

@@ -79,7 +79,7 @@ class WriterProcess:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._max = settings.writer_queue_size
+        self._max = settings.writer.queue_size
         self._unsent: list[Record] = []
         self._sent: collections.deque[Record] = collections.deque()  # not yet handled by the child
         self._handled = 0  # as last reported by the current child
@@ -258,11 +258,11 @@ async def _child(settings: Settings, inp: asyncio.StreamReader, out: int) -> boo
     store = open_store(settings)
     writer = RecordWriter(
         store,
-        settings.writer_queue_size,
-        settings.writer_batch_size,
-        settings.writer_flush_interval,
+        settings.writer.queue_size,
+        settings.writer.batch_size,
+        settings.writer.flush_interval,
         Path(settings.data_dir) / "spill",
-        settings.writer_spill_after_failures,
+        settings.writer.spill_after_failures,
     )
     received = 0
     last: Report | None = None

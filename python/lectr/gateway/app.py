@@ -71,17 +71,17 @@ class App:
             max_buffered_body=self.settings.max_buffered_response_bytes,
         )
         prices = PriceTable.load(self.settings.prices_file)
-        self.webhooks = WebhookSender(self.upstream, self.settings.budget_webhook_url)
+        self.webhooks = WebhookSender(self.upstream, self.settings.policy.budget_webhook_url)
         self.policy = Policy(
             prices,
             self.settings.redis_url,
-            self.settings.redis_timeout,
-            self.settings.policy_fail_open,
-            self.settings.budget_default_max_tokens,
+            self.settings.policy.redis_timeout,
+            self.settings.policy.fail_open,
+            self.settings.policy.budget_default_max_tokens,
             on_alert=self.webhooks.send,
         )
         self.control.listeners.append(self._on_snapshot)
-        self.health = Health(self.settings.breaker_failure_threshold, self.settings.breaker_cooldown)
+        self.health = Health(self.settings.breaker.failure_threshold, self.settings.breaker.cooldown)
         self.metrics = Metrics(
             lambda: self.writer.depth,
             lambda: msgspec.structs.asdict(self.writer.stats),

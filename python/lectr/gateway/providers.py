@@ -18,7 +18,7 @@ class Provider(msgspec.Struct, frozen=True):
     name: str
     prefixes: tuple[str, ...]
     auth_style: str  # "bearer", "x-api-key" or "api-key" (see rust_core/src/headers.rs)
-    base_url_setting: str | None  # the Settings field holding its base URL
+    global_endpoint: bool  # one base URL in settings.providers; Azure's is per org
 
 
 REGISTRY: dict[str, Provider] = {
@@ -28,14 +28,12 @@ REGISTRY: dict[str, Provider] = {
             "openai",
             ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage"),
             "bearer",
-            "openai_base_url",
+            True,
         ),
-        Provider("anthropic", ("claude-",), "x-api-key", "anthropic_base_url"),
-        Provider(
-            "groq", ("llama-", "mixtral-", "gemma", "qwen", "deepseek-r1-distill"), "bearer", "groq_base_url"
-        ),
-        Provider("gemini", ("gemini-",), "bearer", "gemini_base_url"),
-        Provider("azure", (), "api-key", None),
+        Provider("anthropic", ("claude-",), "x-api-key", True),
+        Provider("groq", ("llama-", "mixtral-", "gemma", "qwen", "deepseek-r1-distill"), "bearer", True),
+        Provider("gemini", ("gemini-",), "bearer", True),
+        Provider("azure", (), "api-key", False),
     )
 }
 VALID_NAMES = ", ".join(REGISTRY)
@@ -69,8 +67,8 @@ def detect(model: str | None, override: str | None) -> tuple[Provider, bool]:
 
 def upstream_url(provider: Provider, path: str, model: str | None, settings: Settings, org: OrgEntry) -> str:
     """The URL to call for `path` (e.g. `/chat/completions`) on `provider`."""
-    if provider.base_url_setting is not None:
-        base: str = getattr(settings, provider.base_url_setting)
+    base = settings.providers.base_url(provider.name)
+    if base is not None:
         return base.rstrip("/") + path
     if not org.azure_endpoint or not org.azure_api_version:
         raise AzureConfigMissing(

@@ -405,7 +405,7 @@ class Proxy:
                 if last:
                     raise
                 continue
-            if scope.query_string and provider.base_url_setting is not None:
+            if scope.query_string and provider.global_endpoint:
                 url = f"{url}?{scope.query_string}"
             model = target.model or ex.model_requested
             ex.provider, ex.model_actual = provider.name, model
@@ -443,7 +443,7 @@ class Proxy:
         own key is for (and the operator configured one)."""
         if target == intended:
             return client
-        key = getattr(self._settings, f"{target}_api_key", None)
+        key = self._settings.providers.api_key(target)
         if not key:
             return client
         return [(n, v) for n, v in client if n.lower() != "authorization"] + [
