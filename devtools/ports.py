@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import secrets
 import socket
 from pathlib import Path
 
@@ -25,7 +25,7 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1, outside the ephemeral range, that was free a moment ago."""
     first, last = _below_ephemeral()
     for _ in range(200):
-        port = random.randint(first, last)
+        port = first + secrets.randbelow(last - first + 1)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
