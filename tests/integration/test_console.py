@@ -228,6 +228,39 @@ def test_overview_refreshes_without_reload(console_gw: Gateway, browser: Any) ->
         s.close()
 
 
+def test_live_fragment_is_one_render_per_period_for_every_session(console_gw: Gateway, browser: Any) -> None:
+    """Open consoles cost the serving loop one render of the live fragment per
+    org and range per period (views.LIVE_TTL, 4 s), whatever the number of
+    polling sessions: the admin's and the org's sessions get the same bytes
+    within it (`data-rendered` is the render's own time), a new render after."""
+    gw = console_gw
+    org = gw.orgs["acme"]  # type: ignore[attr-defined]
+    sessions = [Session(browser, gw, TOKEN), Session(browser, gw, gw.key)]  # type: ignore[attr-defined]
+    try:
+        jars = [{c["name"]: c["value"] for c in s.ctx.cookies()} for s in sessions]
+
+        def live(jar: dict[str, str]) -> str:
+            r = httpx.get(f"{gw.url}/console/overview/live?org={org}&range=24h", cookies=jar, timeout=10)
+            assert r.status_code == 200
+            return r.text
+
+        t0 = time.monotonic()
+        first = live(jars[0])
+        seen = [live(jars[i % 2]) for i in range(6)]
+        # Seven loopback GETs fit in one period by far; were they slower,
+        # equal bytes could not be expected, so that is checked first.
+        assert time.monotonic() - t0 < 4.0
+        assert set(seen) == {first}
+        stamp = re.compile(r'data-rendered="([\d.]+)"')
+        m0 = stamp.search(first)
+        assert m0 is not None
+        later = until(lambda: (m := stamp.search(live(jars[1]))) and float(m[1]) > float(m0[1]) and m, 10.0)
+        assert float(later[1]) >= float(m0[1]) + 4.0
+    finally:
+        for s in sessions:
+            s.close()
+
+
 def test_xss_tags_render_as_text(console_gw: Gateway, browser: Any) -> None:
     gw = console_gw
     s = Session(browser, gw, TOKEN)
