@@ -65,7 +65,33 @@ def derive(r: dict[str, Any]) -> None:
                         added[f"{proto}_done_ms"] = ps["done_ms"] - bp["done_ms"]
                         added[f"{proto}_event_us"] = ps["transit_us_p50"] - bp["transit_us_p50"]
             t["added"] = added
+    floor = r["targets"].get(FLOOR)
+    for group in (r["targets"], r["extras"]):
+        for name, t in group.items():
+            if floor and name.startswith("lectr"):
+                t["above_floor"] = _above(t, floor)
     r["goals"] = goals(r)
+
+
+FLOOR = "granian-proxy"
+# (key, path to the figure): what "above granian's floor" is shown for.
+_FLOOR_FIGURES = (
+    ("p50_c1", ("latency", "1", "p50")),
+    ("p99_c4", ("latency", "4", "p99")),
+    ("cpu_us_per_req_c32", ("throughput", "32", "cpu_us_per_req")),
+    ("stream_first_token_ms", ("streaming", "first_token_ms")),
+    ("stream_chunk_us", ("streaming", "transit_us_p50")),
+)
+
+
+def _above(t: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """A target's figures minus granian's pass-through floor's, where both have them."""
+    out: dict[str, Any] = {}
+    for key, path in _FLOOR_FIGURES:
+        v, f = _get(t, *path), _get(floor, *path)
+        if v is not None and f is not None:
+            out[key] = v - f
+    return out
 
 
 def _peak_rps(t: dict[str, Any] | None) -> float | None:
@@ -254,6 +280,22 @@ def markdown(r: dict[str, Any], images: str) -> str:
             f"{_f(peak, 1)} | {errs} |"
         )
     w("")
+    floored = [(n, t["above_floor"]) for n, t in T.items() if t.get("above_floor")]
+    if floored:
+        w(
+            f"**Above granian's floor** (each figure minus {FLOOR}'s in this run: granian and Lectr's "
+            "upstream client passing requests through with nothing else; what Lectr's own work costs)"
+        )
+        w("")
+        w("| target | 1 conn p50 ms | 4 conns p99 ms | CPU µs/req @32 | first token ms | chunk transit µs |")
+        w("|---|---:|---:|---:|---:|---:|")
+        for name, a in floored:
+            w(
+                f"| {name} | {_f(a.get('p50_c1'))} | {_f(a.get('p99_c4'))} | "
+                f"{_f(a.get('cpu_us_per_req_c32'), 0)} | {_f(a.get('stream_first_token_ms'))} | "
+                f"{_f(a.get('stream_chunk_us'), 0)} |"
+            )
+        w("")
     w(
         "**Streaming fidelity** (20 chunks × 5 ms, one stream at a time; medians; *chunk transit* = arrival "
         "at the client minus the upstream's send stamp in the chunk)"

@@ -38,7 +38,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -53,13 +52,15 @@ from benchmarks.targets import (
     Env,
     Running,
     direct,
+    granian_floor,
     lectr,
     lectr_pg,
     litellm,
     nginx,
 )
 
-TARGETS: list[ModuleType] = [direct, nginx, lectr, lectr_pg, litellm]
+# Target modules (or objects with the same names: the two granian floors).
+TARGETS: list[Any] = [direct, granian_floor.static, granian_floor.proxy, nginx, lectr, lectr_pg, litellm]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 BODY_FIXED = json.dumps(
@@ -134,11 +135,15 @@ def _headers(t: Running, feature: str) -> dict[str, str]:
     }
 
 
-def check_answers(t: Running) -> dict[str, Any]:
-    """One request of each kind, checked by hand: the target really answers."""
+def check_answers(t: Running, stream: bool) -> dict[str, Any]:
+    """One request of each kind it serves, checked by hand: the target really answers."""
     r = httpx.post(t.url_fixed, content=BODY_FIXED, headers=_headers(t, FEATURE), timeout=30)
     body = r.json() if r.status_code == 200 else {}
     ok_fixed = r.status_code == 200 and body.get("object") == "chat.completion" and "usage" in body
+    if not stream:
+        if not ok_fixed:
+            raise RuntimeError(f"{t.name} did not answer properly: {r.status_code} {r.text[:300]!r}")
+        return {"non_stream": r.status_code}
     with httpx.stream(
         "POST", t.url_stream, content=BODY_STREAM, headers=_headers(t, "bench-check"), timeout=30
     ) as s:
@@ -319,7 +324,7 @@ class Bench:
         out: dict[str, Any] = {"startup_s": time.monotonic() - t0, "command": t.command, "notes": t.notes}
         try:
             out["rss_idle_mib"] = procs.tree_rss(t.pid)[0] / 2**20
-            out["answered"] = check_answers(t)
+            out["answered"] = check_answers(t, "s" in scenarios)
             if "lt" in scenarios:
                 out.update(self.latency_throughput(t))
             else:
@@ -447,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         for m in chosen:
-            scen = "lts" + ("m" if m is lectr else "")
+            # granian-static has no upstream, so no stream to relay.
+            scen = "lt" if m is granian_floor.static else "lts" + ("m" if m is lectr else "")
             try:
                 results["targets"][m.NAME] = bench.target(m.NAME, lambda m=m: m.start(e), scen)
                 results["commands"][f"target {m.NAME}"] = results["targets"][m.NAME]["command"]

@@ -21,7 +21,8 @@ from devtools.harness import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.nginx]
 
-TARGETS = ("direct", "nginx", "lectr", "lectr-pg", "litellm")
+TARGETS = ("direct", "granian-static", "granian-proxy", "nginx", "lectr", "lectr-pg", "litellm")
+NO_STREAM = ("granian-static",)  # answers the fixed body itself: nothing to relay
 VARIANTS = ("lectr-0-rules", "lectr-100-rules", "lectr-redis-limit")
 
 
@@ -51,7 +52,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     for name in TARGETS:
         t = res["targets"][name]
-        assert t["answered"] == {"non_stream": 200, "stream": 200}, name
+        answered = {"non_stream": 200} if name in NO_STREAM else {"non_stream": 200, "stream": 200}
+        assert t["answered"] == answered, name
         for c in ("1", "4"):
             run = t["latency"][c]
             assert run["requests"] > 0, (name, c)
@@ -61,6 +63,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
             run = t["throughput"][c]
             assert run["non2xx"] == 0, (name, c)
             assert run["rss_peak_mib"] > 0, (name, c)
+        if name in NO_STREAM:
+            assert "streaming" not in t, name
+            continue
         s = t["streaming"]
         assert s["ok"] == s["streams"] > 0, name
         assert s["content_events"] == 20, name
@@ -70,6 +75,14 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert "stream_first_token_ms" in t["added"], name
 
     for name in ("lectr", "lectr-pg"):
+        above = res["targets"][name]["above_floor"]
+        assert set(above) == {
+            "p50_c1",
+            "p99_c4",
+            "cpu_us_per_req_c32",
+            "stream_first_token_ms",
+            "stream_chunk_us",
+        }
         cap = res["targets"][name]["streaming"]["capture"]
         assert cap["expected"] > 0, name
         assert "with_usage" in cap, name
@@ -104,6 +117,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert f"| {name} " in table, name
     for placement in placements:
         assert f"| {placement} | PostgreSQL |" in table
+    assert "**Above granian's floor**" in table
     for png in PLOTS:
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG"), png

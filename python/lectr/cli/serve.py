@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -18,6 +19,28 @@ def version() -> str:
     return __version__
 
 
+def granian_options(settings: Settings) -> dict[str, Any]:
+    """How granian serves the gateway (and the benchmarks' granian floor)."""
+    from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
+
+    return {
+        "address": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "interface": Interfaces.RSGI,
+        "loop": Loops.uvloop,
+        "log_level": settings.log_level,
+        "websockets": False,
+        # The defaults (backpressure = backlog / workers = 1024, a 30 s
+        # header timeout) let ~1,100 idle sockets or a few slowloris
+        # clients stop the gateway answering anyone (issue 19).
+        "backlog": settings.listen_backlog,
+        "backpressure": settings.max_connections,
+        "http1_settings": HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
+    }
+
+
 def serve(settings: Settings) -> None:
     """Serve until stopped; each worker imports the app with these settings."""
     # Workers record metrics in files under one directory, which the worker
@@ -28,8 +51,6 @@ def serve(settings: Settings) -> None:
     if own_metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lectr-metrics-")
     from granian import Granian
-    from granian.constants import Interfaces, Loops
-    from granian.http import HTTP1Settings
 
     from lectr.config import SETTINGS_ENV
     from lectr.observe.exposition import MULTIPROC_ENV, prepare_multiprocess_dir
@@ -46,23 +67,7 @@ def serve(settings: Settings) -> None:
         flush=True,
     )
     try:
-        Granian(
-            "lectr.gateway.app:create_app",
-            factory=True,
-            address=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            interface=Interfaces.RSGI,
-            loop=Loops.uvloop,
-            log_level=settings.log_level,  # type: ignore[arg-type]
-            websockets=False,
-            # The defaults (backpressure = backlog / workers = 1024, a 30 s
-            # header timeout) let ~1,100 idle sockets or a few slowloris
-            # clients stop the gateway answering anyone (issue 19).
-            backlog=settings.listen_backlog,
-            backpressure=settings.max_connections,
-            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
-        ).serve()
+        Granian("lectr.gateway.app:create_app", factory=True, **granian_options(settings)).serve()
     finally:
         if own_metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
