@@ -144,7 +144,7 @@ def _backlog(tmp: Path, per_file: int) -> Path:
     file deletes that link only)."""
     from benchmarks.storage import synthetic
     from lectr.capture.writer import _encode
-    from lectr.gateway.proxy import record_id
+    from lectr.gateway.exchange import record_id
 
     folder = tmp / f"ingest-backlog-{per_file}"
     if not folder.is_dir():

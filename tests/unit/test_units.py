@@ -276,7 +276,7 @@ def test_csv_rows_quote_and_neutralise() -> None:
 
 
 def test_record_ids_are_time_ordered_and_unique() -> None:
-    from lectr.gateway.proxy import record_id
+    from lectr.gateway.exchange import record_id
 
     ids = [record_id(1_700_000_000.0 + i / 1000) for i in range(2000)]
     assert len(set(ids)) == len(ids)

@@ -30,8 +30,9 @@ from lectr.control.policy.engine import Policy
 from lectr.errors import LectrError, MethodNotAllowed, MetricsAuthRequired, NotFound
 from lectr.gateway import protocols
 from lectr.gateway.breaker import Health
+from lectr.gateway.exchange import Endpoint
 from lectr.gateway.pricing import PriceTable
-from lectr.gateway.proxy import JSON_HEADERS, Endpoint, Proxy
+from lectr.gateway.proxy import JSON_HEADERS, Proxy
 from lectr.gateway.upstream import Upstream
 from lectr.insights.anomalies import Detector, webhook
 from lectr.insights.service import Insights

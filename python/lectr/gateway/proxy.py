@@ -4,7 +4,7 @@
 granian (RSGI) -> app.py: dispatch by path
   -> proxy.py: Proxy.handle()
        1 auth.resolve(snapshot, X-Lectr-Key)       -> OrgEntry    (in-memory snapshot)
-       2 read the body (size-capped)               -> bytes       (413 past the cap)
+       2 client_input.read_body (size-capped)      -> bytes       (413 past the cap)
        3 _core.parse_request(body)                 -> RequestMeta (400 if not a JSON object)
        4 providers.detect(meta.model, override)    -> Provider    (400 on unknown override)
        5 routing.apply(snapshot rules, ...)        -> Route       (provider, model, rule; never fails)
@@ -16,7 +16,8 @@ granian (RSGI) -> app.py: dispatch by path
        7 body to the client: buffered JSON at once, SSE chunk by chunk as they
          arrive; the Rust tap reads usage and strips what we asked for
        8 finish: usage (or estimate) -> cost from pricing -> policy.settle ->
-         Record -> writer queue and metrics.observe (once per request, never per chunk)
+         Exchange.record() -> writer queue and metrics.observe (once per request,
+         never per chunk)
   <- response
 ```
 
@@ -27,175 +28,28 @@ metadata only, and errors are logged by type, not by content.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from typing import Any
-from urllib.parse import unquote
-
-import msgspec
 
 from lectr import _core, errors
 from lectr.capture.handover import WriterProcess
 from lectr.config import Settings
 from lectr.control import ControlPlane
-from lectr.control.policy.engine import Admission, Policy
-from lectr.errors import (
-    ClientClosed,
-    InvalidRequest,
-    LectrError,
-    ProviderUnreachable,
-    RequestTooLarge,
-    UnsupportedEndpoint,
-)
+from lectr.control.policy.engine import Policy
+from lectr.errors import InvalidRequest, LectrError, ProviderUnreachable, UnsupportedEndpoint
 from lectr.gateway import auth, protocols, providers, routing
 from lectr.gateway.breaker import Health
+from lectr.gateway.client_input import FEATURE_CAP, UNTAGGED, header_value, read_body
+from lectr.gateway.exchange import Endpoint, Exchange, provider_category
 from lectr.gateway.pricing import PriceTable
 from lectr.gateway.upstream import Response, Upstream
 from lectr.observe.metrics import Metrics
-from lectr.types import Record, Target
+from lectr.types import Target
 
 log = logging.getLogger("lectr.proxy")
 
-FEATURE_CAP = 256
-UNTAGGED = "untagged"
 JSON_HEADERS = [("content-type", "application/json")]
-
-
-class Endpoint(msgspec.Struct, frozen=True):
-    """A proxied endpoint."""
-
-    path: str  # upstream path after the base URL, e.g. "/chat/completions"
-    method: str
-    has_body: bool
-    protocol: str = protocols.CHAT  # chat | responses | messages
-    # Whether a response to it uses tokens (not a listing, a stored
-    # response fetched again or a free token count).
-    billable: bool = True
-
-
-def provider_category(status: int) -> str:
-    """Error category of a provider's error status."""
-    if status == 429:
-        return "rate_limited"
-    if status in (401, 403):
-        return "auth_failed"
-    if status >= 500:
-        return "server_error"
-    return "bad_request"
-
-
-class Exchange:
-    """What is learned about one request as it goes; becomes its Record."""
-
-    __slots__ = (
-        "admission",
-        "billable",
-        "body_up",
-        "cache_write",
-        "cached",
-        "completion",
-        "endpoint",
-        "error_category",
-        "error_source",
-        "fallback_used",
-        "feature",
-        "id",
-        "model_actual",
-        "model_requested",
-        "org_id",
-        "prompt",
-        "protocol",
-        "provider",
-        "provider_unknown",
-        "reasoning",
-        "rule_id",
-        "start",
-        "status",
-        "streaming",
-        "task",
-        "token_source",
-        "ts",
-        "ttfb",
-        "upstream",
-        "upstream_ms",
-        "upstream_start",
-    )
-
-    def __init__(self, org_id: str, endpoint: str, feature: str, task: str | None) -> None:
-        self.ts = time.time()
-        self.id = record_id(self.ts)
-        self.admission: Admission | None = None
-        self.start = time.perf_counter()
-        self.org_id = org_id
-        self.endpoint = endpoint
-        self.feature = feature
-        self.task = task
-        self.provider = "openai"
-        self.provider_unknown = False
-        self.model_requested: str | None = None
-        self.model_actual: str | None = None
-        self.rule_id: str | None = None
-        self.fallback_used: str | None = None
-        self.status = 0
-        self.error_category: str | None = None
-        self.error_source: str | None = None
-        self.streaming = False
-        self.ttfb: float | None = None
-        self.upstream: Response | None = None
-        self.upstream_start = 0.0
-        self.upstream_ms: float | None = None
-        self.body_up = b""
-        self.prompt: int | None = None
-        self.completion: int | None = None
-        self.cached: int | None = None
-        self.cache_write: int | None = None
-        self.reasoning: int | None = None
-        self.protocol = protocols.CHAT
-        self.billable = True
-        self.token_source: str | None = None
-
-    def fail(self, e: LectrError) -> None:
-        self.status = e.status
-        self.error_category = e.category
-        self.error_source = e.source
-
-    def upstream_done(self) -> None:
-        """The provider's part is over (body complete, stream ended or failed)."""
-        if self.upstream_start and self.upstream_ms is None:
-            self.upstream_ms = (time.perf_counter() - self.upstream_start) * 1000.0
-
-    def mark_first_byte(self) -> None:
-        if self.ttfb is None:
-            self.ttfb = (time.perf_counter() - self.start) * 1000.0
-
-
-def record_id(ts: float) -> str:
-    """32 hex digits: the millisecond timestamp, then 80 random bits. Time
-    order keeps the stores' id indexes append-mostly: random (uuid4) ids
-    scatter every insert across the B-tree, which made SQLite's writer ~5x
-    slower on a million-row table (11k vs 51k records/s)."""
-    return f"{int(ts * 1000):012x}{os.urandom(10).hex()}"
-
-
-def _header_value(headers: Any, name: str, cap: int) -> str | None:
-    """A tag header's value, percent-decoded (UTF-8) and capped. HTTP header
-    values are ASCII on the wire in practice, and granian hands any other
-    byte to the app as no value at all (its RSGI headers offer no raw
-    bytes), so a UTF-8 tag is sent percent-encoded: `caf%C3%A9` is `café`.
-    A raw non-ASCII value is refused rather than recorded as untagged."""
-    v: str | None = headers.get(name)
-    if v is None and name in headers:
-        raise InvalidRequest(
-            f"{name} must be ASCII; send other characters percent-encoded as UTF-8 (café: caf%C3%A9)"
-        )
-    if not v:
-        return None
-    if "%" in v:
-        with contextlib.suppress(UnicodeDecodeError):
-            v = unquote(v, errors="strict")
-    return v[:cap] or None
 
 
 class Proxy:
@@ -234,8 +88,8 @@ class Proxy:
             proto.response_bytes(e.status, JSON_HEADERS + e.headers(), body)
             return
         try:
-            feature = _header_value(headers, "x-lectr-feature", FEATURE_CAP) or UNTAGGED
-            task = _header_value(headers, "x-lectr-task", FEATURE_CAP)
+            feature = header_value(headers, "x-lectr-feature", FEATURE_CAP) or UNTAGGED
+            task = header_value(headers, "x-lectr-task", FEATURE_CAP)
         except LectrError as e:
             proto.response_bytes(e.status, JSON_HEADERS + e.headers(), e.body())
             return
@@ -259,44 +113,12 @@ class Proxy:
         await self._finish(ex)
         self._metrics.inflight(-1)
 
-    async def _read_body(self, scope: Any, proto: Any) -> bytes:
-        """The request body, counted while it arrives: a chunked body has no
-        length to check up front, and reading it whole first let one request
-        hold any amount of memory. Stops at the first chunk past the cap."""
-        declared = scope.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self._max_body:
-            raise RequestTooLarge(f"request body is {declared} bytes; the limit is {self._max_body}")
-        parts: list[bytes] = []
-        size = 0
-        broken = False
-        pending_empty = False
-        # granian's body iterator never raises: a read error (a malformed
-        # chunk, a connection closed mid-body) comes as an empty chunk, and
-        # the end of the body as one more. Data frames are never empty, so an
-        # empty chunk followed by anything means the body broke.
-        async for chunk in proto:
-            if pending_empty:
-                broken = True
-            if not chunk:
-                pending_empty = True
-                continue
-            size += len(chunk)
-            if size > self._max_body:
-                raise RequestTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
-            parts.append(chunk)
-        if declared and declared.isdigit() and size < int(declared):
-            # A length-framed body cannot be malformed, only cut short.
-            raise ClientClosed("the client closed the connection before the request body was complete")
-        if broken:
-            raise InvalidRequest("the request body is malformed or incomplete (chunked encoding)")
-        return b"".join(parts)
-
     async def _forward(self, scope: Any, proto: Any, endpoint: Endpoint, org: Any, ex: Exchange) -> None:
         headers = scope.headers
         meta: _core.RequestMeta | None = None
         body = b""
         if endpoint.has_body:
-            body = await self._read_body(scope, proto)
+            body = await read_body(scope, proto, self._max_body)
             try:
                 meta = _core.parse_request(body)
             except _core.InvalidBody as e:
@@ -517,33 +339,7 @@ class Proxy:
             # A request that got no answer used no tokens.
             used = (ex.prompt or 0) + (ex.completion or 0)
             await self._policy.settle(ex.admission, used, cost, (time.perf_counter() - ex.start) * 1000.0)
-        record = Record(
-            id=ex.id,
-            ts=ex.ts,
-            org_id=ex.org_id,
-            endpoint=ex.endpoint,
-            provider=ex.provider,
-            provider_unknown=ex.provider_unknown,
-            model_requested=ex.model_requested,
-            model_actual=ex.model_actual,
-            rule_id=ex.rule_id,
-            fallback_used=ex.fallback_used,
-            status_code=ex.status,
-            error_category=ex.error_category,
-            error_source=ex.error_source,
-            streaming=ex.streaming,
-            latency_ms=(time.perf_counter() - ex.start) * 1000.0,
-            ttfb_ms=ex.ttfb,
-            prompt_tokens=ex.prompt,
-            completion_tokens=ex.completion,
-            cached_tokens=ex.cached,
-            token_source=ex.token_source,
-            cost_usd=cost,
-            feature=ex.feature,
-            task=ex.task,
-            cache_write_tokens=ex.cache_write,
-            reasoning_tokens=ex.reasoning,
-        )
+        record = ex.record(cost)
         self._writer.submit(record)
         self._metrics.observe(record, ex.upstream_ms)
 

@@ -36,188 +36,12 @@ import logging
 import os
 import ssl
 import time
-from urllib.parse import urlsplit
 
 from lectr import _core
+from lectr.gateway.upstream_conn import PENDING, Connection, ParsedURL
 
 log = logging.getLogger("lectr.upstream")
-# What `ResponseReader.feed` returns.
-_PENDING, _STREAMING, _DONE = 0, 1, 2
-# Pause reading a provider's stream while this much waits for a slow client.
-_HIGH_WATER = 1 << 20
 _URL_CACHE = 1024
-
-
-class _Target:
-    """A parsed URL: where to connect and what to put in the request line."""
-
-    __slots__ = ("host", "host_header", "key", "port", "target", "tls")
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _core.UpstreamConnectError(f"unsupported upstream URL scheme {parts.scheme!r}")
-        self.tls = parts.scheme == "https"
-        self.host = parts.hostname
-        try:
-            port = parts.port
-        except ValueError:
-            raise _core.UpstreamConnectError("invalid port in the upstream URL") from None
-        self.port = port or (443 if self.tls else 80)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.host_header = host if port is None else f"{host}:{port}"
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.key = (self.tls, self.host, self.port)
-
-
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection; carries one request at a time."""
-
-    __slots__ = (
-        "closed",
-        "deadline",
-        "error",
-        "idle_limit",
-        "idle_since",
-        "key",
-        "last_data",
-        "paused",
-        "reader",
-        "timer",
-        "transport",
-        "waiter",
-    )
-
-    def __init__(self, key: tuple[bool, str, int]) -> None:
-        self.key = key
-        self.transport: asyncio.Transport | None = None
-        self.reader: _core.ResponseReader | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.error: BaseException | None = None
-        self.closed = False
-        self.paused = False
-        self.idle_since = 0.0
-        self.last_data = 0.0
-        self.idle_limit = 0.0
-        # When the whole response must be in (monotonic), 0 for none.
-        self.deadline = 0.0
-
-    # --- asyncio.Protocol -------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        reader = self.reader
-        if reader is None:
-            # Bytes on an idle connection: it is out of step; never reuse it.
-            self.abort()
-            return
-        self.last_data = time.monotonic()
-        try:
-            phase = reader.feed(data)
-        except _core.UpstreamProtocolError as e:
-            self.fail(e)
-            return
-        if phase != _PENDING:
-            if not self.paused and reader.pending > _HIGH_WATER and self.transport is not None:
-                self.transport.pause_reading()
-                self.paused = True
-            self.wake()
-
-    def eof_received(self) -> bool | None:
-        reader = self.reader
-        if reader is not None:
-            try:
-                reader.eof()
-            except _core.UpstreamProtocolError as e:
-                self.fail(e)
-                return None
-            self.wake()
-        return None  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        reader = self.reader
-        if reader is not None and not reader.done and self.error is None:
-            self.error = _core.UpstreamProtocolError(
-                "the provider closed the connection before the response was complete"
-            )
-        self.wake()
-
-    # --- used by the client -----------------------------------------------
-
-    def wake(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    def fail(self, e: BaseException) -> None:
-        if self.error is None:
-            self.error = e.with_traceback(None)
-        self.abort()
-        self.wake()
-
-    def raise_error(self) -> None:
-        """Raise the connection's failure as a fresh exception. The stored one
-        never gets a traceback: one would keep the awaiting frames alive (a
-        reference cycle through this connection), and with them granian's
-        stream transport, whose release is what ends the client's response."""
-        e = self.error
-        if e is not None:
-            raise type(e)(*e.args)
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _timed_out(self, which: str) -> None:
-        """Timer callback. Before the head it is the first-byte timeout; after
-        it, the idle timeout, measured from the last bytes received."""
-        self.timer = None
-        reader = self.reader
-        if self.waiter is None or reader is None:
-            return
-        now = time.monotonic()
-        if self.deadline and now >= self.deadline:
-            self.fail(_core.UpstreamTimeout("total"))
-            return
-        if which == "first_byte" and reader.status == 0:
-            self.fail(_core.UpstreamTimeout("first_byte"))
-            return
-        quiet = now - self.last_data
-        if quiet < self.idle_limit:
-            delay = self.idle_limit - quiet
-            if self.deadline:
-                delay = min(delay, self.deadline - now)
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(delay, self._timed_out, "idle")
-            return
-        self.fail(_core.UpstreamTimeout("idle"))
-
-    async def wait(self, loop: asyncio.AbstractEventLoop, first_byte: float | None = None) -> None:
-        """Until the reader has news for the caller, the connection fails, or
-        a timeout runs out: `first_byte` seconds while the head is awaited,
-        else the connection's idle timeout; never past the deadline."""
-        fut: asyncio.Future[None] = loop.create_future()
-        self.waiter = fut
-        which = "idle" if first_byte is None else "first_byte"
-        delay = self.idle_limit if first_byte is None else first_byte
-        if self.deadline:
-            delay = max(0.0, min(delay, self.deadline - time.monotonic()))
-        self.timer = loop.call_later(delay, self._timed_out, which)
-        try:
-            await fut
-        finally:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            self.waiter = None
-        self.raise_error()
 
 
 class Response:
@@ -225,9 +49,9 @@ class Response:
 
     __slots__ = ("_conn", "_done", "_pool", "_reader", "body_complete", "closed_early", "is_sse", "status")
 
-    def __init__(self, reader: _core.ResponseReader, conn: _Conn, pool: Upstream) -> None:
+    def __init__(self, reader: _core.ResponseReader, conn: Connection, pool: Upstream) -> None:
         self._reader = reader
-        self._conn: _Conn | None = conn
+        self._conn: Connection | None = conn
         self._pool = pool
         self.status = reader.status
         self.is_sse = reader.is_sse
@@ -350,8 +174,8 @@ class Upstream:
         self.pool_idle_timeout = pool_idle_timeout
         self.pool_max_idle = pool_max_idle_per_host
         self.max_buffered_body = max_buffered_body
-        self._idle: dict[tuple[bool, str, int], collections.deque[_Conn]] = {}
-        self._targets: dict[str, _Target] = {}
+        self._idle: dict[tuple[bool, str, int], collections.deque[Connection]] = {}
+        self._targets: dict[str, ParsedURL] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ssl: ssl.SSLContext | None = None
 
@@ -370,20 +194,20 @@ class Upstream:
             self._ssl = ctx
         return self._ssl
 
-    def _target(self, url: str) -> _Target:
+    def _target(self, url: str) -> ParsedURL:
         t = self._targets.get(url)
         if t is None:
-            t = _Target(url)
+            t = ParsedURL(url)
             if len(self._targets) >= _URL_CACHE:
                 self._targets.clear()
             self._targets[url] = t
         return t
 
-    async def _connect(self, t: _Target, loop: asyncio.AbstractEventLoop) -> _Conn:
+    async def _connect(self, t: ParsedURL, loop: asyncio.AbstractEventLoop) -> Connection:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(t.key),
+                    lambda: Connection(t.key),
                     t.host,
                     t.port,
                     ssl=self._tls() if t.tls else None,
@@ -403,7 +227,7 @@ class Upstream:
             raise _core.UpstreamConnectError(f"cannot connect: {reason}") from None
         return conn
 
-    def _take_idle(self, key: tuple[bool, str, int]) -> _Conn | None:
+    def _take_idle(self, key: tuple[bool, str, int]) -> Connection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
@@ -416,7 +240,7 @@ class Upstream:
             return conn
         return None
 
-    def release(self, conn: _Conn, reader: _core.ResponseReader) -> None:
+    def release(self, conn: Connection, reader: _core.ResponseReader) -> None:
         """A response is over: pool its connection if it can carry another."""
         conn.reader = None
         conn.waiter = None
@@ -471,7 +295,7 @@ class Upstream:
             await conn.wait(loop, self.first_byte_timeout)
             if reader.is_sse:
                 conn.deadline = 0.0  # a stream runs as long as it keeps sending
-            while reader.phase == _PENDING:
+            while reader.phase == PENDING:
                 # Head in, a JSON body still arriving.
                 await conn.wait(loop)
         except BaseException:
