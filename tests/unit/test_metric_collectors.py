@@ -221,20 +221,22 @@ def observe_directly(m: Metrics, record: Record, upstream_ms: float | None) -> N
     if org not in m._orgs_seen:
         m._orgs_seen.add(org)
         for reason in REJECTIONS:
-            m._rejections.labels(org, reason)
+            m.f.rejections.labels(org, reason)
     feature = m._features(record.feature)
     model = m._models(record.model_actual or "none")
     provider = record.provider
     task = record.task if record.task in TASKS else ("none" if record.task is None else "other")
     requested = m._models(record.model_requested or "none")
-    m._requests.labels(org, feature, task, provider, model, requested, status_class(record.status_code)).inc()
-    m._duration.labels(org, feature, provider, model).observe(record.latency_ms / 1000.0)
+    m.f.requests.labels(
+        org, feature, task, provider, model, requested, status_class(record.status_code)
+    ).inc()
+    m.f.duration.labels(org, feature, provider, model).observe(record.latency_ms / 1000.0)
     if record.ttfb_ms is not None:
-        m._ttfb.labels(org, provider, model).observe(record.ttfb_ms / 1000.0)
+        m.f.ttfb.labels(org, provider, model).observe(record.ttfb_ms / 1000.0)
     if upstream_ms is not None:
-        m._overhead.observe(max(0.0, record.latency_ms - upstream_ms) / 1000.0)
-        m._upstream.labels(provider, upstream_outcome(record)).inc()
-        m._upstream_duration.labels(provider).observe(upstream_ms / 1000.0)
+        m.f.overhead.observe(max(0.0, record.latency_ms - upstream_ms) / 1000.0)
+        m.f.upstream.labels(provider, upstream_outcome(record)).inc()
+        m.f.upstream_duration.labels(provider).observe(upstream_ms / 1000.0)
     source = record.token_source or "none"
     for kind, n in (
         ("prompt", record.prompt_tokens),
@@ -242,21 +244,21 @@ def observe_directly(m: Metrics, record: Record, upstream_ms: float | None) -> N
         ("cached", record.cached_tokens),
     ):
         if n:
-            m._tokens.labels(org, feature, provider, model, kind, source).inc(n)
+            m.f.tokens.labels(org, feature, provider, model, kind, source).inc(n)
     if record.cost_usd is not None:
-        m._cost.labels(org, feature, provider, model).inc(record.cost_usd)
+        m.f.cost.labels(org, feature, provider, model).inc(record.cost_usd)
     elif record.prompt_tokens is not None or record.completion_tokens is not None:
-        m._unpriced.labels(org, provider, model).inc()
+        m.f.unpriced.labels(org, provider, model).inc()
     if record.error_category is not None:
-        m._errors.labels(
+        m.f.errors.labels(
             org, feature, provider, model, record.error_category, record.error_source or "none"
         ).inc()
         if record.error_category in REJECTIONS:
-            m._rejections.labels(org, record.error_category).inc()
+            m.f.rejections.labels(org, record.error_category).inc()
     if record.rule_id is not None:
-        m._rule_hits.labels(org, record.rule_id).inc()
+        m.f.rule_hits.labels(org, record.rule_id).inc()
     if record.fallback_used is not None:
-        m._fallbacks.labels(org, provider).inc()
+        m.f.fallbacks.labels(org, provider).inc()
 
 
 def traffic(n: int, seed: int = 7) -> list[tuple[Record, float | None]]:
@@ -310,7 +312,7 @@ def test_batched_totals_export_what_per_request_updates_did(monkeypatch: pytest.
             batched.flush()  # several flushes: totals add onto what earlier ones wrote
     for code in ("invalid_lectr_key", "invalid_lectr_key", "org_disabled"):
         batched.auth_rejected(code)
-        direct._auth_rejections.labels(code).inc()
+        direct.f.auth_rejections.labels(code).inc()
     got, want = values(batched), values(direct)
     assert got.keys() == want.keys()
     assert {k for k, _ in got} >= {
@@ -341,11 +343,11 @@ def test_batched_totals_export_what_per_request_updates_did(monkeypatch: pytest.
 def test_nothing_reaches_the_collectors_until_a_flush(metrics: Metrics) -> None:
     metrics.observe(record(), upstream_ms=25.0)
     metrics.inflight(1)
-    assert [s.value for f in metrics._requests.collect() for s in f.samples] == []
-    assert metrics._inflight._value.get() == 0
+    assert [s.value for f in metrics.f.requests.collect() for s in f.samples] == []
+    assert metrics.f.inflight._value.get() == 0
     metrics.flush()
-    assert [s.value for f in metrics._requests.collect() for s in f.samples] == [1.0]
-    assert metrics._inflight._value.get() == 1
+    assert [s.value for f in metrics.f.requests.collect() for s in f.samples] == [1.0]
+    assert metrics.f.inflight._value.get() == 1
 
 
 def test_values_a_request_lacks_create_no_series(metrics: Metrics) -> None:

@@ -66,19 +66,17 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
     values,
 )
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import mark_process_dead
 
 from lectr.observe.batch import Shape, ShapeKey, add_observations, check_histograms, merge
 from lectr.observe.exposition import MULTIPROC_ENV, Exposition, multiprocess_dir
+from lectr.observe.families import Families
 from lectr.observe.labels import (
-    AUTH_CODES,
     BUDGET_STATES,
     LATENCY_BUCKETS,
     LATENCY_STATES,
@@ -143,157 +141,16 @@ class Metrics:
             # Values would silently stay per process and split between workers.
             raise RuntimeError(f"{MULTIPROC_ENV} was set after prometheus_client was imported")
         self.registry = CollectorRegistry()
-        r = self.registry
-
-        self._requests = Counter(
-            "lectr_requests",
-            "Requests handled (after authentication), by outcome status class.",
-            ["org", "feature", "task", "provider", "model", "model_requested", "status_class"],
-            registry=r,
-        )
-        self._duration = Histogram(
-            "lectr_request_duration_seconds",
-            "Total time from request to the last byte sent to the client.",
-            ["org", "feature", "provider", "model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self._ttfb = Histogram(
-            "lectr_time_to_first_byte_seconds",
-            "Time from request to the first response byte sent to the client.",
-            ["org", "provider", "model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self._overhead = Histogram(
-            "lectr_gateway_overhead_seconds",
-            "Time the gateway added: total duration minus time spent waiting on the provider.",
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
-        )
-        self._upstream = Counter(
-            "lectr_upstream_requests",
-            "Calls to providers by outcome; the basis of per-provider health.",
-            ["provider", "outcome"],
-            registry=r,
-        )
-        self._upstream_duration = Histogram(
-            "lectr_upstream_duration_seconds",
-            "Time spent on the provider call, until its body or stream ended.",
-            ["provider"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self._tokens = Counter(
-            "lectr_tokens",
-            "Tokens by kind (prompt, completion, cached) and source (provider, estimated).",
-            ["org", "feature", "provider", "model", "kind", "source"],
-            registry=r,
-        )
-        self._cost = Counter(
-            "lectr_cost_usd",
-            "Estimated cost in USD of priced requests.",
-            ["org", "feature", "provider", "model"],
-            registry=r,
-        )
-        self._unpriced = Counter(
-            "lectr_unpriced_requests",
-            "Requests with usage but no price for their model (cost unknown, not zero).",
-            ["org", "provider", "model"],
-            registry=r,
-        )
-        self._errors = Counter(
-            "lectr_errors",
-            "Failed requests by error category and source (proxy, provider, network, client).",
-            ["org", "feature", "provider", "model", "category", "source"],
-            registry=r,
-        )
-        self._rejections = Counter(
-            "lectr_rejections",
-            "Requests refused by policy: rate limits, budgets, concurrent streams.",
-            ["org", "reason"],
-            registry=r,
-        )
-        self._auth_rejections = Counter(
-            "lectr_auth_rejections",
-            "Requests refused before an org was known (401).",
-            ["code"],
-            registry=r,
-        )
-        self._rule_hits = Counter(
-            "lectr_rule_hits", "Requests a routing rule applied to.", ["org", "rule"], registry=r
-        )
-        self._fallbacks = Counter(
-            "lectr_fallbacks",
-            "Requests served by a fallback after the primary failed, by the provider that served.",
-            ["org", "provider"],
-            registry=r,
-        )
-        self._budgets = Gauge(
-            "lectr_budgets",
-            "Configured budgets by state (ok, soft_exceeded, hard_exceeded).",
-            ["state"],
-            multiprocess_mode="mostrecent",
-            registry=r,
-        )
-        self._latency_targets = Gauge(
-            "lectr_latency_targets",
-            "Configured p95 latency targets by state (within, over, no_data).",
-            ["state"],
-            multiprocess_mode="mostrecent",
-            registry=r,
-        )
-        self._inflight = Gauge(
-            "lectr_inflight_requests", "Requests in progress.", multiprocess_mode="livesum", registry=r
-        )
-        self._streams = Gauge(
-            "lectr_inflight_streams", "Streams in progress.", multiprocess_mode="livesum", registry=r
-        )
-        self._depth = Gauge(
-            "lectr_writer_queue_depth",
-            "Records waiting in memory to be written.",
-            multiprocess_mode="livesum",
-            registry=r,
-        )
-        self._writer = Counter(
-            "lectr_writer_records",
-            "Records through the capture pipeline by outcome.",
-            ["outcome"],
-            registry=r,
-        )
-        self._writer_failures = Counter(
-            "lectr_writer_failures", "Batch writes to the store that failed.", registry=r
-        )
-        self._policy_events = Counter(
-            "lectr_policy_events",
-            "Policy counter store events: unavailable (a failed or timed-out call), "
-            "reseeded (a budget counter missing at admission, lost or a new window, seeded from the log).",
-            ["event"],
-            registry=r,
-        )
-        # Fixed label sets start at zero so their series exist before the first event.
-        for event in POLICY_EVENTS:
-            self._policy_events.labels(event)
-        for code in AUTH_CODES:
-            self._auth_rejections.labels(code)
-        for name in WRITER_OUTCOMES:
-            self._writer.labels(name)
-        for state in BUDGET_STATES:
-            self._budgets.labels(state).set(0)
-        for state in LATENCY_STATES:
-            self._latency_targets.labels(state).set(0)
-        self._declared: list[MetricWrapperBase] = [
-            m for m in vars(self).values() if isinstance(m, MetricWrapperBase)
-        ]
-        self._exposition = Exposition(self._dir, self._declared) if self._dir else None
+        self.f = f = Families(self.registry)
+        self._exposition = Exposition(self._dir, f.declared()) if self._dir else None
         check_histograms(
             (
-                (self._duration, LATENCY_BUCKETS),
-                (self._ttfb, LATENCY_BUCKETS),
-                (self._upstream_duration, LATENCY_BUCKETS),
-                (self._overhead, OVERHEAD_BUCKETS),
+                (self.f.duration, LATENCY_BUCKETS),
+                (self.f.ttfb, LATENCY_BUCKETS),
+                (self.f.upstream_duration, LATENCY_BUCKETS),
+                (self.f.overhead, OVERHEAD_BUCKETS),
             ),
-            self._overhead,
+            self.f.overhead,
         )
 
     # --- the request path ------------------------------------------------
@@ -370,12 +227,12 @@ class Metrics:
     def flush(self) -> None:
         """Apply everything the request path accumulated since the last flush
         to the collectors: one update per distinct series, not per request."""
-        self._inflight.set(self._inflight_n)
-        self._streams.set(self._streams_n)
+        self.f.inflight.set(self._inflight_n)
+        self.f.streams.set(self._streams_n)
         if self._auth_pending:
             pending, self._auth_pending = self._auth_pending, {}
             for code, n in pending.items():
-                self._auth_rejections.labels(code).inc(n)
+                self.f.auth_rejections.labels(code).inc(n)
         if not self._shapes:
             return
         shapes, self._shapes = self._shapes, {}
@@ -400,38 +257,38 @@ class Metrics:
             if org not in self._orgs_seen:
                 self._orgs_seen.add(org)
                 for reason in REJECTIONS:
-                    self._rejections.labels(org, reason)
+                    self.f.rejections.labels(org, reason)
             inc(
-                self._requests,
+                self.f.requests,
                 (org, feature, task, provider, model, requested, status_class(status)),
                 n,
             )
-            add(self._duration, (org, feature, provider, model), shape.duration)
+            add(self.f.duration, (org, feature, provider, model), shape.duration)
             if any(shape.ttfb[:-1]):
-                add(self._ttfb, (org, provider, model), shape.ttfb)
+                add(self.f.ttfb, (org, provider, model), shape.ttfb)
             if upstream:
-                add(self._overhead, (), shape.overhead)
-                inc(self._upstream, (provider, outcome(status, category, source)), n)
-                add(self._upstream_duration, (provider,), shape.upstream)
+                add(self.f.overhead, (), shape.overhead)
+                inc(self.f.upstream, (provider, outcome(status, category, source)), n)
+                add(self.f.upstream_duration, (provider,), shape.upstream)
             for kind, tokens in (
                 ("prompt", shape.prompt),
                 ("completion", shape.completion),
                 ("cached", shape.cached),
             ):
                 if tokens:
-                    inc(self._tokens, (org, feature, provider, model, kind, token_source or NONE), tokens)
+                    inc(self.f.tokens, (org, feature, provider, model, kind, token_source or NONE), tokens)
             if pricing == _PRICED:
-                inc(self._cost, (org, feature, provider, model), shape.cost)
+                inc(self.f.cost, (org, feature, provider, model), shape.cost)
             elif pricing == _UNPRICED:
-                inc(self._unpriced, (org, provider, model), n)
+                inc(self.f.unpriced, (org, provider, model), n)
             if category is not None:
-                inc(self._errors, (org, feature, provider, model, category, source or NONE), n)
+                inc(self.f.errors, (org, feature, provider, model, category, source or NONE), n)
                 if category in REJECTIONS:
-                    inc(self._rejections, (org, category), n)
+                    inc(self.f.rejections, (org, category), n)
             if rule is not None:
-                inc(self._rule_hits, (org, rule), n)
+                inc(self.f.rule_hits, (org, rule), n)
             if fallback:
-                inc(self._fallbacks, (org, provider), n)
+                inc(self.f.fallbacks, (org, provider), n)
         for counter, series in counts.items():
             for labels, amount in series.items():
                 counter.labels(*labels).inc(amount)
@@ -444,12 +301,12 @@ class Metrics:
     def set_budget_states(self, counts: Mapping[str, int]) -> None:
         """How many budgets are in each state (called by the budget policy)."""
         for state in BUDGET_STATES:
-            self._budgets.labels(state).set(counts.get(state, 0))
+            self.f.budgets.labels(state).set(counts.get(state, 0))
 
     def set_latency_target_states(self, counts: Mapping[str, int]) -> None:
         """How many latency targets are within or over (called by the policy)."""
         for state in LATENCY_STATES:
-            self._latency_targets.labels(state).set(counts.get(state, 0))
+            self.f.latency_targets.labels(state).set(counts.get(state, 0))
 
     # --- background and exposition ------------------------------------------
 
@@ -457,20 +314,20 @@ class Metrics:
         """Flush the request totals; copy the writer's counters and queue
         depth into the collectors."""
         self.flush()
-        self._depth.set(self._queue_depth())
+        self.f.depth.set(self._queue_depth())
         counts = self._writer_counts()
         for name in (*WRITER_OUTCOMES, "failures"):
             delta = counts.get(name, 0) - self._writer_seen.get(name, 0)
             if delta > 0:
                 self._writer_seen[name] = counts.get(name, 0)
-                target = self._writer_failures if name == "failures" else self._writer.labels(name)
+                target = self.f.writer_failures if name == "failures" else self.f.writer.labels(name)
                 target.inc(delta)
         policy = self._policy_counts()
         for name in POLICY_EVENTS:
             delta = policy.get(name, 0) - self._policy_seen.get(name, 0)
             if delta > 0:
                 self._policy_seen[name] = policy.get(name, 0)
-                self._policy_events.labels(name).inc(delta)
+                self.f.policy_events.labels(name).inc(delta)
 
     async def run(self, interval: float = 1.0) -> None:
         """Sync every `interval` seconds, so any worker's scrape sees every
