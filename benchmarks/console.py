@@ -151,6 +151,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz", proc, log)
         c = signed_in(base)
+        print("load average before the pages:", *(f"{x:.2f}" for x in os.getloadavg()), flush=True)
         worst = 0.0
         for page in PAGES:
             path = f"/console{page}{'&' if '?' in page else '?'}org={ORG}"
@@ -172,6 +173,7 @@ def main() -> None:
         admin = {"Authorization": f"Bearer {TOKEN}"}
         key = httpx.post(f"{base}/admin/orgs/{ORG}/keys", headers=admin, timeout=30).json()["key"]
         gateway_latency(base, key, 200, 0, 0.0)  # warm
+        print("load average before the latency legs:", *(f"{x:.2f}" for x in os.getloadavg()), flush=True)
         for rnd in range(a.rounds):
             for label, sessions, every in POLLING:
                 times = gateway_latency(base, key, a.requests, sessions, every)
