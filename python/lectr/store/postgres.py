@@ -19,8 +19,10 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from lectr.errors import Conflict, NotFound
+from lectr.store.anomalies import AnomalyRows
 from lectr.store.base import encode_cursor, filter_sql, new_key
-from lectr.store.insights import InsightsMixin
+from lectr.store.detector_state import DetectorState
+from lectr.store.rollup_queries import RollupQueries
 from lectr.store.rollups import pg_payload, pg_upserts, rollup_rows
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
@@ -139,7 +141,7 @@ def partition_name(day: datetime) -> str:
     return f"requests_{day:%Y%m%d}"
 
 
-class PostgresStore(SharedSQL, InsightsMixin):
+class PostgresStore(SharedSQL, RollupQueries, DetectorState, AnomalyRows):
     _ts_param = "to_timestamp(%s)"
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
 

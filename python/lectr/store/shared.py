@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from lectr.store.primitives import Primitives
 from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule, Target
 
 RULE_COLS = (
@@ -59,18 +60,8 @@ def chain_of(r: Any) -> FallbackChain:
     )
 
 
-class SharedSQL:
-    """Control-plane table storage; the backend supplies the two primitives
-    (SQL uses `%s` placeholders; SQLite translates them)."""
-
-    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
-        raise NotImplementedError
-
-    async def _mutate(self, ops: list[tuple[str, tuple[Any, ...]]], missing: str | None = None) -> None:
-        """Run `ops` in one transaction that also bumps the control version.
-        Raises NotFound(missing) if the first op touched no row, Conflict on a
-        uniqueness violation."""
-        raise NotImplementedError
+class SharedSQL(Primitives):
+    """Control-plane table storage on the backend's primitives."""
 
     async def list_rules(self, org_id: str) -> list[Rule]:
         rows = await self._fetch(

@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from lectr.errors import Conflict, NotFound
+from lectr.store.anomalies import AnomalyRows
 from lectr.store.base import encode_cursor, filter_sql, new_key
-from lectr.store.insights import InsightsMixin
+from lectr.store.detector_state import DetectorState
+from lectr.store.rollup_queries import RollupQueries
 from lectr.store.rollups import KEY_COLS, SUM_COLS, rollup_rows, sqlite_upserts
 from lectr.store.shared import SharedSQL
 from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
@@ -126,7 +128,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class SQLiteStore(SharedSQL, InsightsMixin):
+class SQLiteStore(SharedSQL, RollupQueries, DetectorState, AnomalyRows):
     """Store backed by an SQLite file (safe across processes: WAL + busy timeout)."""
 
     notifications = None  # other processes' changes are found by polling
