@@ -360,8 +360,8 @@ def test_budget_made_in_console_is_enforced(console_gw: Gateway, browser: Any) -
 
 
 def test_dismiss_anomaly(console_gw: Gateway, browser: Any) -> None:
-    from lectr.store.insights import Anomaly
     from lectr.store.sqlite import SQLiteStore
+    from lectr.types import Anomaly
 
     gw = console_gw
     org = gw.orgs["acme"]  # type: ignore[attr-defined]

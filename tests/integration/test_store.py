@@ -15,6 +15,7 @@ import pytest
 from devtools.services import Postgres
 from lectr.errors import Conflict, NotFound
 from lectr.store.base import Store, hash_key
+from lectr.store.migration_files import migrations
 from lectr.store.postgres import PostgresStore
 from lectr.store.sqlite import SQLiteStore
 from lectr.types import LogFilter, Record
@@ -68,9 +69,7 @@ async def test_migrations_are_idempotent_and_concurrent(backend: str) -> None:
     results = await asyncio.gather(*(s.migrate() for s in stores))
     # Exactly one starter applied the migrations; the others found them done.
     assert sorted(len(r) for r in results) == [0, 0, len(results[0] or results[1] or results[2])]
-    from lectr.store import postgres, sqlite
-
-    shipped = postgres._migrations() if backend.startswith("postgresql") else sqlite._migrations()
+    shipped = migrations("postgres" if backend.startswith("postgresql") else "sqlite")
     assert sorted(v for r in results for v in r) == [v for v, _ in shipped]
     assert await stores[0].migrate() == []
     for s in stores:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lectr.store import postgres
+from lectr.store import postgres_writes
 from lectr.types import RECORD_FIELDS, Record
 
 EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
@@ -41,21 +41,21 @@ def test_timestamps_round_as_datetime_does() -> None:
         -86_400.25,
     ]
     values += [int(v) + k / 1e6 + 0.5e-6 for v in values[:1000] for k in (0, 1, 999_998)]
-    bad = [v for v in values if postgres.pg_micros(v) != via_datetime(v)]
+    bad = [v for v in values if postgres_writes.pg_micros(v) != via_datetime(v)]
     assert bad == []
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_impossible_timestamps_fail_as_before(bad: float) -> None:
     with pytest.raises((ValueError, OverflowError)):
-        postgres.pg_micros(bad)
+        postgres_writes.pg_micros(bad)
     with pytest.raises((ValueError, OverflowError)):
         via_datetime(bad)
 
 
 def test_every_record_field_has_its_wire_type() -> None:
     hints = typing.get_type_hints(Record)
-    for field, wire in zip(RECORD_FIELDS, postgres._COPY_TYPES, strict=True):
+    for field, wire in zip(RECORD_FIELDS, postgres_writes._COPY_TYPES, strict=True):
         base = {t for t in typing.get_args(hints[field]) if t is not type(None)} or {hints[field]}
         expected = {
             str: "text",
@@ -64,4 +64,4 @@ def test_every_record_field_has_its_wire_type() -> None:
             float: "int8" if field == "ts" else "float8",
         }[base.pop()]
         assert wire == expected, field
-    assert set(postgres._TYPES) <= set(RECORD_FIELDS)
+    assert set(postgres_writes._TYPES) <= set(RECORD_FIELDS)

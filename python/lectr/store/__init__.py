@@ -1,3 +1,3 @@
 """Persistence: the store interface and its choice (`base`), SQLite and
-PostgreSQL backends, the shared control-plane SQL, rollups and insights
-queries, migrations."""
+PostgreSQL backends with their record writes, the SQL both share (control
+plane, request log, insights queries), rollups, migrations."""

@@ -12,8 +12,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from lectr.config import Settings
-from lectr.store.insights import InsightsStore
-from lectr.types import ControlData, FallbackChain, KeyEntry, LogFilter, OrgEntry, Record, Rule
+from lectr.types import (
+    Anomaly,
+    ControlData,
+    FallbackChain,
+    KeyEntry,
+    LogFilter,
+    OrgEntry,
+    Record,
+    Rule,
+    WindowStats,
+)
 
 KEY_PREFIX = "lc_key_"
 
@@ -103,7 +112,7 @@ def filter_sql(
     return " AND ".join(where), args
 
 
-class Store(InsightsStore, Protocol):
+class Store(Protocol):
     """What the gateway needs from a database."""
 
     @property
@@ -198,6 +207,52 @@ class Store(InsightsStore, Protocol):
     async def spend(self, org_id: str, feature: str | None, since: float) -> float:
         """USD recorded for an org (or one feature) since a Unix time."""
         ...
+
+    # --- insights: rollups, detector samples and lease, anomalies and alerts
+
+    async def rollup_groups(self, org_id: str, since: int, until: int) -> list[Any]: ...
+
+    async def rollup_windows(self, since: int, until: int, width: int) -> list[Any]: ...
+
+    async def rollup_series(
+        self, org_id: str, since: int, until: int, width: int, by: str | None = None, latency: bool = True
+    ) -> list[Any]: ...
+
+    async def traffic(self, org_id: str, since: int, until: int) -> list[Any]: ...
+
+    async def prune_insights(self, now: float, keep_days: int) -> None: ...
+
+    async def save_samples(self, rows: list[tuple[Any, ...]]) -> None: ...
+
+    async def samples_at(self, window_start: int) -> list[Any]: ...
+
+    async def first_seen(self, since: int, org_id: str | None = None) -> dict[tuple[str, str], int]: ...
+
+    async def baseline_sums(self, since: int, until: int, min_requests: int) -> list[WindowStats]: ...
+
+    async def dismissed_ranges(self, since: int) -> list[tuple[str, str, int, int]]: ...
+
+    async def detector_lease(self, holder: str, now: float, ttl: float) -> tuple[bool, int | None]: ...
+
+    async def set_last_window(self, holder: str, window: int) -> None: ...
+
+    async def list_anomalies(
+        self, org_id: str | None = None, dismissed: bool = True, ongoing_only: bool = False
+    ) -> list[Anomaly]: ...
+
+    async def open_anomaly(self, a: Anomaly, next_alert: float | None) -> bool: ...
+
+    async def continue_anomaly(self, a: Anomaly) -> None: ...
+
+    async def end_anomaly(self, anomaly_id: str, now: float) -> None: ...
+
+    async def dismiss_anomaly(self, org_id: str, anomaly_id: str, now: float) -> Anomaly | None: ...
+
+    async def claim_alert(self, now: float, retry_at: float) -> Anomaly | None: ...
+
+    async def alert_retry(self, anomaly_id: str, at: float) -> None: ...
+
+    async def alert_done(self, anomaly_id: str, state: str, now: float) -> None: ...
 
 
 def open_store(settings: Settings) -> Store:

@@ -1,147 +1,43 @@
-"""The PostgreSQL store (psycopg 3, async pool): COPY-batched request records
-into a day-partitioned table, advisory-locked migrations, server-side cursors
-for exports."""
+"""The PostgreSQL store (psycopg 3, async pool): a day-partitioned request
+log, advisory-locked migrations, server-side cursors for exports; records go
+in through `postgres_writes`."""
 
 from __future__ import annotations
 
-import asyncio
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
-import msgspec
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from lectr.errors import Conflict, NotFound
-from lectr.store.base import encode_cursor, filter_sql, new_key
-from lectr.store.insights import InsightsMixin
-from lectr.store.rollups import pg_payload, pg_upserts, rollup_rows
+from lectr.store.anomalies import AnomalyRows
+from lectr.store.base import filter_sql
+from lectr.store.detector_state import DetectorState
+from lectr.store.migration_files import migrations
+from lectr.store.postgres_writes import RecordWriter
+from lectr.store.primitives import Duplicate, MissingReference, Op
+from lectr.store.request_log import RequestLog, record_of, record_select
+from lectr.store.rollup_queries import RollupQueries
 from lectr.store.shared import SharedSQL
-from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
+from lectr.types import LogFilter, Record
 
-_COLS = ", ".join(RECORD_FIELDS)
-_TS = RECORD_FIELDS.index("ts")
-_ORG_COLS = "id, name, disabled, azure_endpoint, azure_api_version, created_at"
-_KEY_COLS = "id, org_id, prefix, key_hash, created_at, revoked_at"
-_SELECT = "SELECT {} FROM requests".format(
-    ", ".join("extract(epoch FROM ts)::double precision" if f == "ts" else f for f in RECORD_FIELDS)
-)
 MIGRATION_LOCK = 0x1EC7_0001  # pg_advisory_xact_lock key for migrations
 PARTITIONS_AHEAD = 7
-
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("lectr").joinpath("store/migrations/postgres")
-    out = []
-    for entry in folder.iterdir():
-        m = re.match(r"(\d+)_.*\.sql$", entry.name)
-        if m:
-            out.append((int(m.group(1)), entry.read_text()))
-    return sorted(out)
-
-
-def _org(r: Any) -> OrgEntry:
-    return OrgEntry(
-        id=r[0], name=r[1], disabled=r[2], azure_endpoint=r[3], azure_api_version=r[4], created_at=r[5]
-    )
-
-
-def _key(r: Any) -> KeyEntry:
-    return KeyEntry(id=r[0], org_id=r[1], prefix=r[2], key_hash=bytes(r[3]), created_at=r[4], revoked_at=r[5])
-
-
-def _record(r: Any) -> Record:
-    return Record(**dict(zip(RECORD_FIELDS, r, strict=True)))
-
-
-# --- COPY rows --------------------------------------------------------------
-#
-# Records go in by binary COPY with the column types given up front, so that
-# psycopg's C dumpers encode each row (half the client time per row of text
-# COPY, and the server parses nothing). The timestamp is sent as its binary
-# form, microseconds since 2000-01-01 as an int8, computed here rather than
-# through a datetime per row.
-
-_TYPES = {
-    "ts": "int8",  # timestamptz on the wire: int8 microseconds since 2000-01-01
-    "provider_unknown": "bool",
-    "streaming": "bool",
-    "status_code": "int2",
-    "latency_ms": "float8",
-    "ttfb_ms": "float8",
-    "prompt_tokens": "int4",
-    "completion_tokens": "int4",
-    "cached_tokens": "int4",
-    "cache_write_tokens": "int4",
-    "reasoning_tokens": "int4",
-    "cost_usd": "float8",
-}
-_COPY_TYPES = [_TYPES.get(f, "text") for f in RECORD_FIELDS]  # a field not listed is text
-_COPY = f"COPY requests ({_COLS}) FROM STDIN (FORMAT BINARY)"
-_COPY_STAGE = f"COPY requests_stage ({_COLS}) FROM STDIN (FORMAT BINARY)"
-_PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
-_EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
-_astuple = msgspec.structs.astuple
-
-
-def pg_micros(ts: float) -> int:
-    """A Unix time as PostgreSQL's timestamp: microseconds since 2000-01-01,
-    rounded exactly as `datetime.fromtimestamp` rounds (half to even), so a
-    record keeps the same (ts, id) key whichever way it was stored."""
-    if not ts >= 0:
-        return (datetime.fromtimestamp(ts, UTC) - _EPOCH_2000) // timedelta(microseconds=1)
-    sec = int(ts)
-    return (sec - _PG_EPOCH) * 1_000_000 + round((ts - sec) * 1e6)
-
-
-def _copy_rows(records: Iterable[Record]) -> list[tuple[Any, ...]]:
-    """The records as COPY rows (`_COPY_TYPES`)."""
-    rows = []
-    for r in records:
-        t = _astuple(r)
-        rows.append((*t[:_TS], pg_micros(t[_TS]), *t[_TS + 1 :]))
-    return rows
-
-
-def _storable(r: Record) -> Record:
-    """The record with every string storable in PostgreSQL text: NUL (which
-    text cannot hold) becomes U+FFFD, a lone surrogate (which UTF-8 cannot
-    encode) "?". Such a record would otherwise fail its batch on every retry
-    and stall the writer behind it."""
-    changes = {
-        f: v.replace("\0", "\ufffd").encode(errors="replace").decode()
-        for f, v in msgspec.structs.asdict(r).items()
-        if isinstance(v, str)
-    }
-    return msgspec.structs.replace(r, **changes)
-
-
-_UPSERTS = dict(pg_upserts())
-
-
-async def _add_rollups(c: psycopg.AsyncConnection[Any], rollups: dict[str, list[tuple[Any, ...]]]) -> None:
-    """Add rollup deltas (`rollup_rows`): one statement per table, all in one
-    round trip, rows in key order (so concurrent writers lock rows alike and
-    cannot deadlock)."""
-    async with c.pipeline():
-        for table, rows in rollups.items():
-            if rows:
-                await c.execute(_UPSERTS[table], (pg_payload(rows),))
 
 
 def partition_name(day: datetime) -> str:
     return f"requests_{day:%Y%m%d}"
 
 
-class PostgresStore(SharedSQL, InsightsMixin):
-    _ts_param = "to_timestamp(%s)"
+class PostgresStore(SharedSQL, RequestLog, RollupQueries, DetectorState, AnomalyRows):
     """Store backed by PostgreSQL; safe for many gateway instances at once."""
+
+    _ts_param = "to_timestamp(%s)"
+    _select = record_select("extract(epoch FROM ts)::double precision")
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
         self._url = url
@@ -159,12 +55,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
             check=AsyncConnectionPool.check_connection,
         )
         self._opened = False
-        # Records go through a connection of their own, reconnected by the
-        # next write after a failure: the pool's reconnect back-off (1, 2, 4,
-        # 8 s) would leave the writer blind for seconds after the database
-        # returns, and a shutdown drain has no seconds to spare.
-        self._writes: psycopg.AsyncConnection[Any] | None = None
-        self._write_lock = asyncio.Lock()
+        self._records = RecordWriter(url)
 
     async def notifications(self) -> AsyncIterator[None]:
         """One item per control change (NOTIFY lectr_control), on a dedicated
@@ -182,9 +73,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
         return self._pool
 
     async def close(self) -> None:
-        if self._writes is not None:
-            await self._writes.close()
-            self._writes = None
+        await self._records.close()
         if self._opened:
             await self._pool.close()
 
@@ -204,7 +93,7 @@ class PostgresStore(SharedSQL, InsightsMixin):
             )
             done = {r[0] for r in await (await c.execute("SELECT version FROM schema_migrations")).fetchall()}
             applied = []
-            for version, text in _migrations():
+            for version, text in migrations("postgres"):
                 if version in done:
                     continue
                 await c.execute(text.encode())
@@ -241,110 +130,20 @@ class PostgresStore(SharedSQL, InsightsMixin):
                     continue
 
     async def write_records(self, records: list[Record]) -> None:
-        if not records:
-            return
-        try:
-            await self._write(records)
-        except (psycopg.errors.CharacterNotInRepertoire, UnicodeEncodeError):
-            # A string PostgreSQL cannot store (NUL, a lone surrogate).
-            await self._write([_storable(r) for r in records])
-
-    async def _write_connection(self) -> psycopg.AsyncConnection[Any]:
-        c = self._writes
-        if c is None or c.closed or c.broken:
-            if c is not None:
-                await c.close()
-            self._writes = None
-            c = self._writes = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=3, options="-c jit=off"
-            )
-        return c
-
-    async def _write(self, records: list[Record]) -> None:
-        async with self._write_lock:
-            reused = self._writes is not None and not self._writes.closed
-            try:
-                await self._write_on(await self._write_connection(), records)
-            except psycopg.OperationalError:
-                # A connection idle across a server restart fails on first
-                # use: retry once on a fresh one rather than fail the batch.
-                if self._writes is not None:
-                    await self._writes.close()
-                    self._writes = None
-                if not reused:
-                    raise
-                await self._write_on(await self._write_connection(), records)
-
-    async def _write_on(self, c: psycopg.AsyncConnection[Any], records: list[Record]) -> None:
-        rows = _copy_rows(records)
-        try:
-            # Fast path: COPY straight in. A batch that was already stored
-            # (retried after an unacknowledged commit, or replayed from the
-            # spill file) violates the primary key and takes the slow path.
-            async with c.transaction():
-                async with c.cursor().copy(_COPY) as copy:
-                    copy.set_types(_COPY_TYPES)
-                    for row in rows:
-                        await copy.write_row(row)
-                    # Summed while the server still indexes the last rows.
-                    rollups = rollup_rows(records)
-                await _add_rollups(c, rollups)
-            return
-        except psycopg.errors.UniqueViolation:
-            pass
-        async with c.transaction():
-            await c.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS requests_stage "
-                "(LIKE requests INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            async with c.cursor().copy(_COPY_STAGE) as copy:
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    await copy.write_row(row)
-            cur = await c.execute(
-                f"INSERT INTO requests ({_COLS}) SELECT {_COLS} FROM requests_stage "
-                "ON CONFLICT DO NOTHING RETURNING id"
-            )
-            # Rollups count only the records this statement stored.
-            new_ids = {r[0] for r in await cur.fetchall()}
-            fresh = {r.id: r for r in reversed(records) if r.id in new_ids}
-            await _add_rollups(c, rollup_rows(fresh.values()))
-
-    async def control_version(self) -> int:
-        pool = await self._open()
-        async with pool.connection() as c:
-            row = await (await c.execute("SELECT version FROM control_version")).fetchone()
-        return int(row[0]) if row else 0
-
-    async def load_control(self) -> ControlData:
-        pool = await self._open()
-        async with pool.connection() as c, c.transaction():
-            await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            version = (await (await c.execute("SELECT version FROM control_version")).fetchone() or (0,))[0]
-            orgs = [_org(r) for r in await (await c.execute(f"SELECT {_ORG_COLS} FROM orgs")).fetchall()]
-            keys = [
-                _key(r)
-                for r in await (
-                    await c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")
-                ).fetchall()
-            ]
-        base = ControlData(version=int(version), orgs=orgs, keys=keys)
-        return msgspec.structs.replace(base, **await self.control_extras())
-
-    async def _change(self, statement: str, args: tuple[Any, ...], missing: str | None = None) -> None:
-        pool = await self._open()
-        async with pool.connection() as c, c.transaction():
-            cur = await c.execute(statement, args)
-            if missing and cur.rowcount == 0:
-                raise NotFound(missing)
-            await c.execute("UPDATE control_version SET version = version + 1")
+        await self._records.write(records)
 
     async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
         pool = await self._open()
         async with pool.connection() as c:
             return await (await c.execute(query, args)).fetchall()
 
-    async def _mutate(self, ops: list[tuple[str, tuple[Any, ...]]], missing: str | None = None) -> None:
+    async def _snapshot(self, queries: list[Op]) -> list[list[Any]]:
+        pool = await self._open()
+        async with pool.connection() as c, c.transaction():
+            await c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return [await (await c.execute(q, args)).fetchall() for q, args in queries]
+
+    async def _mutate(self, ops: list[Op], missing: str | None = None) -> None:
         pool = await self._open()
         try:
             async with pool.connection() as c, c.transaction():
@@ -354,9 +153,14 @@ class PostgresStore(SharedSQL, InsightsMixin):
                         raise NotFound(missing)
                 await c.execute("UPDATE control_version SET version = version + 1")
         except psycopg.errors.IntegrityError as e:
-            raise Conflict(f"conflicts with existing data ({e.diag.message_primary})") from None
+            message = f"conflicts with existing data ({e.diag.message_primary})"
+            if isinstance(e, psycopg.errors.UniqueViolation):
+                raise Duplicate(message) from None
+            if isinstance(e, psycopg.errors.ForeignKeyViolation):
+                raise MissingReference(message) from None
+            raise Conflict(message) from None
 
-    async def _exec(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    async def _exec(self, ops: list[Op]) -> list[int]:
         pool = await self._open()
         async with pool.connection() as c, c.transaction():
             return [(await c.execute(q, args)).rowcount for q, args in ops]
@@ -366,108 +170,14 @@ class PostgresStore(SharedSQL, InsightsMixin):
         async with pool.connection() as c, c.transaction(), c.cursor() as cur:
             await cur.executemany(query, rows)
 
-    async def create_org(self, name: str) -> OrgEntry:
-        org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())
-        try:
-            await self._change(
-                "INSERT INTO orgs (id, name, created_at) VALUES (%s, %s, %s)", (org.id, name, org.created_at)
-            )
-        except psycopg.errors.UniqueViolation:
-            raise Conflict(f"an org named {name!r} already exists") from None
-        return org
-
-    async def get_org(self, name_or_id: str) -> OrgEntry:
-        pool = await self._open()
-        async with pool.connection() as c:
-            row = await (
-                await c.execute(
-                    f"SELECT {_ORG_COLS} FROM orgs WHERE id = %s OR name = %s", (name_or_id, name_or_id)
-                )
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"no org named {name_or_id!r}")
-        return _org(row)
-
-    async def list_orgs(self) -> list[OrgEntry]:
-        pool = await self._open()
-        async with pool.connection() as c:
-            rows = await (await c.execute(f"SELECT {_ORG_COLS} FROM orgs ORDER BY created_at")).fetchall()
-        return [_org(r) for r in rows]
-
-    async def set_org_disabled(self, org_id: str, disabled: bool) -> None:
-        await self._change(
-            "UPDATE orgs SET disabled = %s WHERE id = %s", (disabled, org_id), f"no org {org_id!r}"
-        )
-
-    async def set_org_azure(self, org_id: str, endpoint: str | None, api_version: str | None) -> None:
-        await self._change(
-            "UPDATE orgs SET azure_endpoint = %s, azure_api_version = %s WHERE id = %s",
-            (endpoint, api_version, org_id),
-            f"no org {org_id!r}",
-        )
-
-    async def create_key(self, org_id: str) -> tuple[str, KeyEntry]:
-        for _ in range(5):
-            key, prefix, digest = new_key()
-            entry = KeyEntry(
-                id="key_" + uuid.uuid4().hex[:16],
-                org_id=org_id,
-                prefix=prefix,
-                key_hash=digest,
-                created_at=time.time(),
-            )
-            try:
-                await self._change(
-                    f"INSERT INTO org_keys ({_KEY_COLS}) VALUES (%s, %s, %s, %s, %s, NULL)",
-                    (entry.id, org_id, prefix, digest, entry.created_at),
-                )
-                return key, entry
-            except psycopg.errors.ForeignKeyViolation:
-                raise NotFound(f"no org {org_id!r}") from None
-            except psycopg.errors.UniqueViolation:
-                continue
-        raise Conflict("could not generate a unique key prefix")
-
-    async def list_keys(self, org_id: str) -> list[KeyEntry]:
-        pool = await self._open()
-        async with pool.connection() as c:
-            rows = await (
-                await c.execute(
-                    f"SELECT {_KEY_COLS} FROM org_keys WHERE org_id = %s ORDER BY created_at", (org_id,)
-                )
-            ).fetchall()
-        return [_key(r) for r in rows]
-
-    async def revoke_key(self, org_id: str, prefix: str) -> None:
-        await self._change(
-            "UPDATE org_keys SET revoked_at = %s WHERE org_id = %s AND prefix = %s AND revoked_at IS NULL",
-            (time.time(), org_id, prefix),
-            f"no active key with prefix {prefix!r} in this org",
-        )
-
-    async def query_requests(
-        self, f: LogFilter, cursor: str | None = None, limit: int = 100
-    ) -> tuple[list[Record], str | None]:
-        where, args = filter_sql(f, cursor, ts="to_timestamp(%s)")
-        pool = await self._open()
-        async with pool.connection() as c:
-            rows = await (
-                await c.execute(
-                    f"{_SELECT} WHERE {where} ORDER BY ts DESC, id DESC LIMIT %s", [*args, limit + 1]
-                )
-            ).fetchall()
-        records = [_record(r) for r in rows[:limit]]
-        nxt = encode_cursor(records[-1].ts, records[-1].id) if len(rows) > limit else None
-        return records, nxt
-
     async def export_requests(self, f: LogFilter) -> AsyncIterator[list[Record]]:
-        where, args = filter_sql(f, None, ts="to_timestamp(%s)")
+        where, args = filter_sql(f, None, ts=self._ts_param)
         pool = await self._open()
         # A named (server-side) cursor streams rows; memory stays flat.
         async with pool.connection() as c, c.transaction(), c.cursor(name="lectr_export") as cur:
-            await cur.execute(f"{_SELECT} WHERE {where} ORDER BY ts DESC, id DESC", args)
+            await cur.execute(f"{self._select} WHERE {where} ORDER BY ts DESC, id DESC", args)
             while rows := await cur.fetchmany(2000):
-                yield [_record(r) for r in rows]
+                yield [record_of(r) for r in rows]
 
     async def apply_retention(self, days: int) -> int:
         """Drop whole day partitions past retention, and delete old rows that

@@ -1,7 +1,6 @@
-"""Store code written once for both backends on two primitives each provides
-(`_fetch`, `_mutate`): the control-plane tables beyond orgs and keys (routing
-rules, fallback chains, budgets, rate limits, latency targets) and the simple
-aggregate reads (record counts, spend)."""
+"""The control-plane SQL, written once for both backends on their primitives:
+orgs and their keys, routing rules, fallback chains, budgets, rate limits,
+latency targets, and the snapshot of them all."""
 
 from __future__ import annotations
 
@@ -11,8 +10,23 @@ from typing import Any
 
 import msgspec
 
-from lectr.types import Budget, FallbackChain, LatencyTarget, RateLimit, Rule, Target
+from lectr.errors import Conflict, NotFound
+from lectr.store.base import new_key
+from lectr.store.primitives import Duplicate, MissingReference, Primitives
+from lectr.types import (
+    Budget,
+    ControlData,
+    FallbackChain,
+    KeyEntry,
+    LatencyTarget,
+    OrgEntry,
+    RateLimit,
+    Rule,
+    Target,
+)
 
+ORG_COLS = "id, name, disabled, azure_endpoint, azure_api_version, created_at"
+ORG_KEY_COLS = "id, org_id, prefix, key_hash, created_at, revoked_at"
 RULE_COLS = (
     "id, org_id, name, priority, enabled, match_feature, match_task, match_provider, match_model, "
     "target_provider, target_model, split_percent, created_at"
@@ -29,6 +43,16 @@ _SCOPED: dict[type[Any], tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 _targets = msgspec.json.Decoder(tuple[Target, ...])
 _statuses = msgspec.json.Decoder(tuple[int, ...])
+
+
+def org_of(r: Any) -> OrgEntry:
+    return OrgEntry(
+        id=r[0], name=r[1], disabled=bool(r[2]), azure_endpoint=r[3], azure_api_version=r[4], created_at=r[5]
+    )
+
+
+def key_of(r: Any) -> KeyEntry:
+    return KeyEntry(id=r[0], org_id=r[1], prefix=r[2], key_hash=bytes(r[3]), created_at=r[4], revoked_at=r[5])
 
 
 def rule_of(r: Any) -> Rule:
@@ -59,18 +83,115 @@ def chain_of(r: Any) -> FallbackChain:
     )
 
 
-class SharedSQL:
-    """Control-plane table storage; the backend supplies the two primitives
-    (SQL uses `%s` placeholders; SQLite translates them)."""
+class SharedSQL(Primitives):
+    """Control-plane table storage on the backend's primitives."""
 
-    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Any]:
-        raise NotImplementedError
+    async def control_version(self) -> int:
+        rows = await self._fetch("SELECT version FROM control_version", ())
+        return int(rows[0][0]) if rows else 0
 
-    async def _mutate(self, ops: list[tuple[str, tuple[Any, ...]]], missing: str | None = None) -> None:
-        """Run `ops` in one transaction that also bumps the control version.
-        Raises NotFound(missing) if the first op touched no row, Conflict on a
-        uniqueness violation."""
-        raise NotImplementedError
+    async def load_control(self) -> ControlData:
+        versions, orgs, keys = await self._snapshot(
+            [
+                ("SELECT version FROM control_version", ()),
+                (f"SELECT {ORG_COLS} FROM orgs", ()),
+                (f"SELECT {ORG_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL", ()),
+            ]
+        )
+        base = ControlData(
+            version=int(versions[0][0]) if versions else 0,
+            orgs=[org_of(r) for r in orgs],
+            keys=[key_of(r) for r in keys],
+        )
+        return msgspec.structs.replace(base, **await self.control_extras())
+
+    async def create_org(self, name: str) -> OrgEntry:
+        org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())
+        try:
+            await self._mutate(
+                [
+                    (
+                        "INSERT INTO orgs (id, name, created_at) VALUES (%s, %s, %s)",
+                        (org.id, name, org.created_at),
+                    )
+                ]
+            )
+        except Duplicate:
+            raise Conflict(f"an org named {name!r} already exists") from None
+        return org
+
+    async def get_org(self, name_or_id: str) -> OrgEntry:
+        rows = await self._fetch(
+            f"SELECT {ORG_COLS} FROM orgs WHERE id = %s OR name = %s", (name_or_id, name_or_id)
+        )
+        if not rows:
+            raise NotFound(f"no org named {name_or_id!r}")
+        return org_of(rows[0])
+
+    async def list_orgs(self) -> list[OrgEntry]:
+        return [org_of(r) for r in await self._fetch(f"SELECT {ORG_COLS} FROM orgs ORDER BY created_at", ())]
+
+    async def set_org_disabled(self, org_id: str, disabled: bool) -> None:
+        await self._mutate(
+            [("UPDATE orgs SET disabled = %s WHERE id = %s", (disabled, org_id))],
+            missing=f"no org {org_id!r}",
+        )
+
+    async def set_org_azure(self, org_id: str, endpoint: str | None, api_version: str | None) -> None:
+        await self._mutate(
+            [
+                (
+                    "UPDATE orgs SET azure_endpoint = %s, azure_api_version = %s WHERE id = %s",
+                    (endpoint, api_version, org_id),
+                )
+            ],
+            missing=f"no org {org_id!r}",
+        )
+
+    async def create_key(self, org_id: str) -> tuple[str, KeyEntry]:
+        # A prefix already taken is drawn again (the prefix names the key).
+        for _ in range(5):
+            key, prefix, digest = new_key()
+            entry = KeyEntry(
+                id="key_" + uuid.uuid4().hex[:16],
+                org_id=org_id,
+                prefix=prefix,
+                key_hash=digest,
+                created_at=time.time(),
+            )
+            try:
+                await self._mutate(
+                    [
+                        (
+                            f"INSERT INTO org_keys ({ORG_KEY_COLS}) VALUES (%s, %s, %s, %s, %s, NULL)",
+                            (entry.id, org_id, prefix, digest, entry.created_at),
+                        )
+                    ]
+                )
+                return key, entry
+            except MissingReference:
+                raise NotFound(f"no org {org_id!r}") from None
+            except Duplicate:
+                continue
+        raise Conflict("could not generate a unique key prefix")
+
+    async def list_keys(self, org_id: str) -> list[KeyEntry]:
+        rows = await self._fetch(
+            f"SELECT {ORG_KEY_COLS} FROM org_keys WHERE org_id = %s ORDER BY created_at", (org_id,)
+        )
+        return [key_of(r) for r in rows]
+
+    async def revoke_key(self, org_id: str, prefix: str) -> None:
+        await self._mutate(
+            [
+                (
+                    "UPDATE org_keys SET revoked_at = %s "
+                    "WHERE org_id = %s AND prefix = %s AND revoked_at IS NULL",
+                    (time.time(), org_id, prefix),
+                )
+            ],
+            missing=f"no active key with prefix {prefix!r} in this org",
+        )
 
     async def list_rules(self, org_id: str) -> list[Rule]:
         rows = await self._fetch(
@@ -210,25 +331,3 @@ class SharedSQL:
             [(f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = %s' for k in keys)}", key)],
             missing=f"no {table[:-1].replace('_', ' ')} for {'/'.join(key[1:])}",
         )
-
-    async def spend(self, org_id: str, feature: str | None, since: float) -> float:
-        """USD recorded for an org (or one feature) since a Unix time."""
-        query = (
-            "SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE org_id = %s AND ts >= " + self._ts_param
-        )
-        args: tuple[Any, ...] = (org_id, since)
-        if feature is not None:
-            query += " AND feature = %s"
-            args += (feature,)
-        rows = await self._fetch(query, args)
-        return float(rows[0][0]) if rows else 0.0
-
-    async def count_records(self, org_id: str | None = None) -> int:
-        if org_id is None:
-            rows = await self._fetch("SELECT count(*) FROM requests", ())
-        else:
-            rows = await self._fetch("SELECT count(*) FROM requests WHERE org_id = %s", (org_id,))
-        return int(rows[0][0]) if rows else 0
-
-    # How a Unix-seconds parameter compares with the ts column.
-    _ts_param = "%s"

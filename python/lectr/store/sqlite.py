@@ -1,135 +1,36 @@
 """The embedded SQLite store: one file, WAL mode, every call run on one
-dedicated thread so the event loop never blocks on disk."""
+dedicated thread so the event loop never blocks on disk; records go in
+through `sqlite_writes`."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import re
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
-
-from lectr.errors import Conflict, NotFound
-from lectr.store.base import encode_cursor, filter_sql, new_key
-from lectr.store.insights import InsightsMixin
-from lectr.store.rollups import KEY_COLS, SUM_COLS, rollup_rows, sqlite_upserts
+from lectr.errors import NotFound
+from lectr.store.anomalies import AnomalyRows
+from lectr.store.detector_state import DetectorState
+from lectr.store.migration_files import migrations
+from lectr.store.primitives import Duplicate, MissingReference, Op
+from lectr.store.request_log import RequestLog
+from lectr.store.rollup_queries import RollupQueries
 from lectr.store.shared import SharedSQL
-from lectr.types import RECORD_FIELDS, ControlData, KeyEntry, LogFilter, OrgEntry, Record
+from lectr.store.sqlite_writes import batch_write
+from lectr.types import LogFilter, Record
 
 T = TypeVar("T")
 
-_INSERT = f"INSERT OR IGNORE INTO requests ({', '.join(RECORD_FIELDS)})"
-_SELECT = f"SELECT {', '.join(RECORD_FIELDS)} FROM requests"
-# Which of some ids are stored, as one JSON array (one row: one step).
-_HELD = "SELECT json_group_array(id) FROM requests WHERE id IN (SELECT value FROM json_each(?))"
-_UPSERTS = dict(sqlite_upserts())
-_KEYS = len(KEY_COLS)
-_ZEROS = tuple(0.0 if c in ("cost_usd", "latency_ms_sum") else 0 for c in SUM_COLS)
-_astuple = msgspec.structs.astuple
-_ids = msgspec.json.Encoder().encode
-_id_set = msgspec.json.Decoder(set[str]).decode
 
-
-@functools.lru_cache(maxsize=64)
-def _values_sql(head: str, width: int, rows: int, tail: str) -> str:
-    """`head`, a VALUES list of `rows` rows of `width` placeholders, `tail`."""
-    one = f"({', '.join('?' * width)})"
-    return f"{head} VALUES {', '.join([one] * rows)}{tail}"
-
-
-def _many(
-    c: sqlite3.Connection,
-    head: str,
-    rows: list[tuple[Any, ...]],
-    filler: tuple[Any, ...],
-    most: int,
-    tail: str = "",
-) -> int:
-    """Run `head VALUES (...), (...) tail` over the rows in as few statements
-    as possible, at most `most` rows (a power of two) each; the number of
-    rows changed.
-
-    Multi-row statements rather than `executemany`: the sqlite3 module lets
-    go of the GIL around every step, i.e. per row, and while the event loop
-    thread is busy each re-acquire can wait out the 5 ms switch interval.
-    The last statement is filled up to a power of two with `filler`, a row
-    that changes nothing, so that a handful of statements serves every batch
-    size and stays in the statement cache. (Prepared statements cost memory,
-    about 1 MiB for 256 request rows: hence the callers' caps.)"""
-    if not rows:
-        return 0
-    width = len(rows[0])
-    # Stay within the bound-parameter limit whatever the build's is.
-    while most > 1 and most * width > c.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
-        most //= 2
-    changed = 0
-    for start in range(0, len(rows), most):
-        piece = rows[start : start + most]
-        size = 1 << (len(piece) - 1).bit_length()
-        params = [v for row in piece for v in row]
-        params += filler * (size - len(piece))
-        changed += c.execute(_values_sql(head, width, size, tail), params).rowcount
-    return changed
-
-
-def _insert(c: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
-    """INSERT OR IGNORE request rows; how many were new. (Filled up with the
-    last row again: ignored, its id is taken.)"""
-    return _many(c, _INSERT, rows, rows[-1] if rows else (), 256)
-
-
-def _add_rollups(c: sqlite3.Connection, sums: dict[str, list[tuple[Any, ...]]]) -> None:
-    """Add rollup deltas (`rollup_rows`), one statement per table. (Filled up
-    with zero deltas to the last row's key.)"""
-    for table, rows in sums.items():
-        if rows:
-            head, tail = _UPSERTS[table]
-            _many(c, head, rows, (*rows[-1][:_KEYS], *_ZEROS), 16, tail)
-
-
-_ORG_COLS = "id, name, disabled, azure_endpoint, azure_api_version, created_at"
-_KEY_COLS = "id, org_id, prefix, key_hash, created_at, revoked_at"
-
-
-def _org(row: Any) -> OrgEntry:
-    return OrgEntry(
-        id=row[0],
-        name=row[1],
-        disabled=bool(row[2]),
-        azure_endpoint=row[3],
-        azure_api_version=row[4],
-        created_at=row[5],
-    )
-
-
-def _key(row: Any) -> KeyEntry:
-    return KeyEntry(
-        id=row[0], org_id=row[1], prefix=row[2], key_hash=bytes(row[3]), created_at=row[4], revoked_at=row[5]
-    )
-
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("lectr").joinpath("store/migrations/sqlite")
-    out = []
-    for entry in folder.iterdir():
-        m = re.match(r"(\d+)_.*\.sql$", entry.name)
-        if m:
-            out.append((int(m.group(1)), entry.read_text()))
-    return sorted(out)
-
-
-class SQLiteStore(SharedSQL, InsightsMixin):
+class SQLiteStore(SharedSQL, RequestLog, RollupQueries, DetectorState, AnomalyRows):
     """Store backed by an SQLite file (safe across processes: WAL + busy timeout)."""
 
     notifications = None  # other processes' changes are found by polling
+    _row_compare = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -183,7 +84,7 @@ class SQLiteStore(SharedSQL, InsightsMixin):
                 )
                 done = {r[0] for r in c.execute("SELECT version FROM schema_migrations")}
                 applied = []
-                for version, sql in _migrations():
+                for version, sql in migrations("sqlite"):
                     if version in done:
                         continue
                     for statement in _split(sql):
@@ -199,60 +100,8 @@ class SQLiteStore(SharedSQL, InsightsMixin):
         return await self._run(_migrate)
 
     async def write_records(self, records: list[Record]) -> None:
-        if not records:
-            return
-
-        # The Python work happens here, on the event loop; the writer thread
-        # only runs SQL. Python on that thread would hold the GIL against the
-        # loop for up to the 5 ms switch interval at a time (measured: the
-        # loop stalled ~5 ms per flush, the gateway's p99 at 1 connection
-        # went from 0.7 to 3 ms); SQLite's steps run with the GIL released.
-        rows = [_astuple(r) for r in records]
-        sums = rollup_rows(records)
-
-        def _write(c: sqlite3.Connection) -> None:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                fresh = sums
-                if _insert(c, rows) != len(rows):
-                    # Some were not stored (a retried or replayed batch, a
-                    # repeated id): again, noting which ids were new, so
-                    # that the rollups count each record once.
-                    c.execute("ROLLBACK")
-                    c.execute("BEGIN IMMEDIATE")
-                    ids = _ids([r.id for r in records])
-                    held = _id_set(c.execute(_HELD, (ids,)).fetchone()[0])
-                    _insert(c, rows)
-                    new = _id_set(c.execute(_HELD, (ids,)).fetchone()[0]) - held
-                    fresh = rollup_rows({r.id: r for r in reversed(records) if r.id in new}.values())
-                _add_rollups(c, fresh)
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
-
-        await self._run(_write)
-
-    async def control_version(self) -> int:
-        row = await self._run(lambda c: c.execute("SELECT version FROM control_version").fetchone())
-        return int(row[0])
-
-    async def load_control(self) -> ControlData:
-        def _load(c: sqlite3.Connection) -> ControlData:
-            c.execute("BEGIN")
-            try:
-                version = c.execute("SELECT version FROM control_version").fetchone()[0]
-                orgs = [_org(r) for r in c.execute(f"SELECT {_ORG_COLS} FROM orgs")]
-                keys = [
-                    _key(r) for r in c.execute(f"SELECT {_KEY_COLS} FROM org_keys WHERE revoked_at IS NULL")
-                ]
-            finally:
-                c.execute("COMMIT")
-            return ControlData(version=version, orgs=orgs, keys=keys)
-
-        base = await self._run(_load)
-        return msgspec.structs.replace(base, **await self.control_extras())
+        if records:
+            await self._run(batch_write(records))
 
     async def _change(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a control-plane change and bump the version in one transaction."""
@@ -274,19 +123,30 @@ class SQLiteStore(SharedSQL, InsightsMixin):
         q = query.replace("%s", "?")
         return await self._run(lambda c: c.execute(q, args).fetchall())
 
-    async def _mutate(self, ops: list[tuple[str, tuple[Any, ...]]], missing: str | None = None) -> None:
+    async def _snapshot(self, queries: list[Op]) -> list[list[Any]]:
+        def _read(c: sqlite3.Connection) -> list[list[Any]]:
+            c.execute("BEGIN")
+            try:
+                return [c.execute(q.replace("%s", "?"), args).fetchall() for q, args in queries]
+            finally:
+                c.execute("COMMIT")
+
+        return await self._run(_read)
+
+    async def _mutate(self, ops: list[Op], missing: str | None = None) -> None:
         def _ops(c: sqlite3.Connection) -> None:
             for i, (query, args) in enumerate(ops):
                 try:
                     cur = c.execute(query.replace("%s", "?"), args)
                 except sqlite3.IntegrityError as e:
-                    raise Conflict(f"conflicts with existing data ({e})") from None
+                    kind = MissingReference if "FOREIGN KEY" in str(e) else Duplicate
+                    raise kind(f"conflicts with existing data ({e})") from None
                 if missing and cur.rowcount == 0 and (i == 0 or "UPDATE" in query):
                     raise NotFound(missing)
 
         await self._change(_ops)
 
-    async def _exec(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    async def _exec(self, ops: list[Op]) -> list[int]:
         def _ops(c: sqlite3.Connection) -> list[int]:
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -310,111 +170,6 @@ class SQLiteStore(SharedSQL, InsightsMixin):
                 raise
 
         await self._run(_many)
-
-    async def create_org(self, name: str) -> OrgEntry:
-        org = OrgEntry(id="org_" + uuid.uuid4().hex[:16], name=name, created_at=time.time())
-
-        def _create(c: sqlite3.Connection) -> OrgEntry:
-            try:
-                c.execute(
-                    "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)",
-                    (org.id, org.name, org.created_at),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict(f"an org named {name!r} already exists") from None
-            return org
-
-        return await self._change(_create)
-
-    async def get_org(self, name_or_id: str) -> OrgEntry:
-        row = await self._run(
-            lambda c: c.execute(
-                f"SELECT {_ORG_COLS} FROM orgs WHERE id = ? OR name = ?", (name_or_id, name_or_id)
-            ).fetchone()
-        )
-        if row is None:
-            raise NotFound(f"no org named {name_or_id!r}")
-        return _org(row)
-
-    async def list_orgs(self) -> list[OrgEntry]:
-        rows = await self._run(
-            lambda c: c.execute(f"SELECT {_ORG_COLS} FROM orgs ORDER BY created_at").fetchall()
-        )
-        return [_org(r) for r in rows]
-
-    async def set_org_disabled(self, org_id: str, disabled: bool) -> None:
-        def _set(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE orgs SET disabled = ? WHERE id = ?", (int(disabled), org_id)).rowcount == 0:
-                raise NotFound(f"no org {org_id!r}")
-
-        await self._change(_set)
-
-    async def set_org_azure(self, org_id: str, endpoint: str | None, api_version: str | None) -> None:
-        def _set(c: sqlite3.Connection) -> None:
-            cur = c.execute(
-                "UPDATE orgs SET azure_endpoint = ?, azure_api_version = ? WHERE id = ?",
-                (endpoint, api_version, org_id),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(f"no org {org_id!r}")
-
-        await self._change(_set)
-
-    async def create_key(self, org_id: str) -> tuple[str, KeyEntry]:
-        def _create(c: sqlite3.Connection) -> tuple[str, KeyEntry]:
-            for _ in range(5):
-                key, prefix, digest = new_key()
-                entry = KeyEntry(
-                    id="key_" + uuid.uuid4().hex[:16],
-                    org_id=org_id,
-                    prefix=prefix,
-                    key_hash=digest,
-                    created_at=time.time(),
-                )
-                try:
-                    c.execute(
-                        f"INSERT INTO org_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, NULL)",
-                        (entry.id, org_id, prefix, digest, entry.created_at),
-                    )
-                    return key, entry
-                except sqlite3.IntegrityError as e:
-                    if "FOREIGN KEY" in str(e):
-                        raise NotFound(f"no org {org_id!r}") from None
-            raise Conflict("could not generate a unique key prefix")
-
-        return await self._change(_create)
-
-    async def list_keys(self, org_id: str) -> list[KeyEntry]:
-        rows = await self._run(
-            lambda c: c.execute(
-                f"SELECT {_KEY_COLS} FROM org_keys WHERE org_id = ? ORDER BY created_at", (org_id,)
-            ).fetchall()
-        )
-        return [_key(r) for r in rows]
-
-    async def revoke_key(self, org_id: str, prefix: str) -> None:
-        def _revoke(c: sqlite3.Connection) -> None:
-            cur = c.execute(
-                "UPDATE org_keys SET revoked_at = ? WHERE org_id = ? AND prefix = ? AND revoked_at IS NULL",
-                (time.time(), org_id, prefix),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(f"no active key with prefix {prefix!r} in this org")
-
-        await self._change(_revoke)
-
-    async def query_requests(
-        self, f: LogFilter, cursor: str | None = None, limit: int = 100
-    ) -> tuple[list[Record], str | None]:
-        where, args = filter_sql(f, cursor, param="?", ts="?", row_compare=False)
-        rows = await self._run(
-            lambda c: c.execute(
-                f"{_SELECT} WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit + 1)
-            ).fetchall()
-        )
-        records = [Record(**dict(zip(RECORD_FIELDS, r, strict=True))) for r in rows[:limit]]
-        nxt = encode_cursor(records[-1].ts, records[-1].id) if len(rows) > limit else None
-        return records, nxt
 
     async def export_requests(self, f: LogFilter) -> AsyncIterator[list[Record]]:
         # Keyset pages rather than one open cursor: the store's single thread
