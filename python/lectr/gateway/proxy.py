@@ -40,7 +40,8 @@ from lectr import _core, errors
 from lectr.capture.handover import WriterProcess
 from lectr.config import Settings
 from lectr.control import ControlPlane
-from lectr.control.policy.engine import Admission, Policy
+from lectr.control.policy.admission import Admission
+from lectr.control.policy.engine import Policy
 from lectr.errors import (
     ClientClosed,
     InvalidRequest,
