@@ -143,7 +143,7 @@ def _backlog(tmp: Path, per_file: int) -> Path:
     written once; each round links them into its data folder (replaying a
     file deletes that link only)."""
     from benchmarks.storage import synthetic
-    from lectr.capture.writer import _encode
+    from lectr.capture.spill import _encode
     from lectr.gateway.exchange import record_id
 
     folder = tmp / f"ingest-backlog-{per_file}"

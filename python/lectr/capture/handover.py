@@ -27,7 +27,8 @@ from pathlib import Path
 import msgspec
 import uvloop
 
-from lectr.capture.writer import Quarantine, RecordWriter, Spill, WriterStats
+from lectr.capture.spill import Quarantine, Spill
+from lectr.capture.writer import RecordWriter, WriterStats
 from lectr.config import SETTINGS_ENV, Settings, settings_from_env
 from lectr.types import Record
 

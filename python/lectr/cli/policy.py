@@ -11,7 +11,7 @@ import msgspec
 
 from lectr.cli.tables import money, table
 from lectr.control.manage import Manager
-from lectr.control.policy.engine import window_id
+from lectr.control.policy.keys import window_id
 
 
 def _opt(v: int | None) -> str:

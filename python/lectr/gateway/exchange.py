@@ -9,7 +9,7 @@ import time
 
 import msgspec
 
-from lectr.control.policy.engine import Admission
+from lectr.control.policy.admission import Admission
 from lectr.errors import LectrError
 from lectr.gateway import protocols
 from lectr.gateway.upstream import Response

@@ -18,62 +18,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from lectr.control.policy.admission import Admission, PolicyConfig, by_org, estimate_tokens, plan
 from lectr.control.policy.counters import Check, Counters, LocalCounters, Settle, Verdict
+from lectr.control.policy.keys import STREAM_LEASE_MS, budget_key, limit_key, window_id
+from lectr.control.policy.latency import LatencySamples
 from lectr.errors import BudgetExceeded, LectrError, PolicyUnavailable, RateLimited, StreamsExceeded
 from lectr.gateway.pricing import PriceTable
 from lectr.types import Budget, LatencyTarget, RateLimit
 
 log = logging.getLogger("lectr.policy")
 
-STREAM_LEASE_MS = 3_600_000  # an open-stream entry older than this was leaked by a dead instance
 WEBHOOK_EVENT_TTL_MS = 40 * 86_400_000
-
-
-def window_id(period: str, now: float) -> tuple[str, float, float]:
-    """(id, start, end) of the UTC day or month containing `now`."""
-    t = datetime.fromtimestamp(now, UTC)
-    if period == "day":
-        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
-        end_ts = start.timestamp() + 86_400
-        return start.strftime("%Y%m%d"), start.timestamp(), end_ts
-    start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    nxt = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
-    return start.strftime("%Y%m"), start.timestamp(), nxt.timestamp()
-
-
-def scope_of(feature: str, scope: str) -> str | None:
-    return None if scope == "*" else feature
-
-
-class Admission(msgspec.Struct):
-    """What admission took, to be settled at completion."""
-
-    member: str
-    settles: list[Settle]
-    budgets: list[tuple[Budget, str]]  # (budget, counter key) reserved against
-    model_override: str | None = None
-    overridden_by: Budget | None = None
-    targets: list[tuple[LatencyTarget, str]] = msgspec.field(default_factory=list)
-
-
-class PolicyConfig(msgspec.Struct, frozen=True):
-    """One org's policy, from the control snapshot."""
-
-    budgets: tuple[Budget, ...] = ()
-    limits: tuple[RateLimit, ...] = ()
-    targets: tuple[LatencyTarget, ...] = ()
-
-
-def estimate_tokens(body_len: int, max_tokens: int | None, default_max: int) -> tuple[int, int]:
-    """(prompt, completion) tokens reserved for a request."""
-    return math.ceil(body_len / 3), max_tokens if max_tokens is not None else default_max
 
 
 class Policy:
@@ -102,7 +62,7 @@ class Policy:
         self._default_max = default_max_tokens
         self._on_alert = on_alert
         self._config: dict[str, PolicyConfig] = {}
-        self._latency: dict[str, collections.deque[tuple[float, float]]] = {}
+        self._latency = LatencySamples()
         self.unavailable_events = 0  # counter calls that failed or timed out (/readyz, metrics)
         self.reseeds = 0  # budget counters missing at admission (lost, or a new window), seeded from the log
         self._store: Any = None
@@ -112,21 +72,7 @@ class Policy:
 
     def configure(self, budgets: list[Budget], limits: list[RateLimit], targets: list[LatencyTarget]) -> None:
         """Swap in the policy of every org (called when the snapshot changes)."""
-        cfg: dict[str, dict[str, list[Any]]] = {}
-        for b in budgets:
-            cfg.setdefault(b.org_id, {"b": [], "l": [], "t": []})["b"].append(b)
-        for limit in limits:
-            cfg.setdefault(limit.org_id, {"b": [], "l": [], "t": []})["l"].append(limit)
-        for t in targets:
-            cfg.setdefault(t.org_id, {"b": [], "l": [], "t": []})["t"].append(t)
-        self._config = {
-            org: PolicyConfig(tuple(c["b"]), tuple(c["l"]), tuple(c["t"])) for org, c in cfg.items()
-        }
-
-    @staticmethod
-    def budget_key(b: Budget, feature: str, now: float) -> str:
-        wid, _, _ = window_id(b.period, now)
-        return f"lectr:bud:{b.org_id}:{b.period}:{wid}:{scope_of(feature, b.scope) or '*'}"
+        self._config = by_org(budgets, limits, targets)
 
     async def seed(self, store: Any) -> None:
         """Load each budget's spend in the current window from the request
@@ -136,7 +82,7 @@ class Policy:
         now = time.time()
         for cfg in self._config.values():
             for b in cfg.budgets:
-                key = self.budget_key(b, b.scope, now)
+                key = budget_key(b, b.scope, now)
                 if key in self._seeded:
                     continue
                 await self._seed_one(b, key, now)
@@ -216,39 +162,10 @@ class Policy:
             return None
         now = time.time()
         now_ms = int(now * 1000)
-        prompt_est, completion_est = estimate_tokens(body_len, max_tokens, self._default_max)
-        checks: list[Check] = []
-        settles: list[Settle] = []
-        names: list[str] = []
-        for lim in cfg.limits:
-            scope = scope_of(feature, lim.scope)
-            if lim.scope not in ("*", feature):
-                continue
-            base = f"lectr:{org_id}:{scope or '*'}"
-            if lim.requests_per_min is not None:
-                checks.append(Check("req", f"{base}:req", lim.requests_per_min))
-                names.append(f"{lim.requests_per_min} requests/min")
-            if lim.tokens_per_min is not None:
-                amount = prompt_est + completion_est
-                checks.append(Check("tok", f"{base}:tok", lim.tokens_per_min, amount))
-                settles.append(Settle("tok", f"{base}:tok", amount))
-                names.append(f"{lim.tokens_per_min} tokens/min")
-            if streaming and lim.concurrent_streams is not None:
-                checks.append(Check("str", f"{base}:str", lim.concurrent_streams, 1, STREAM_LEASE_MS))
-                settles.append(Settle("str", f"{base}:str", 1))
-                names.append(f"{lim.concurrent_streams} concurrent streams")
-        budgets: list[tuple[Budget, str]] = []
-        price = self._prices.cost(model, prompt_est, completion_est, 0)
-        for b in cfg.budgets:
-            if b.scope not in ("*", feature) or b.hard_usd is None:
-                continue
-            key = self.budget_key(b, feature, now)
-            # Unpriced models reserve nothing: their cost is unknown (and recorded as null).
-            reserve_usd = price or 0.0
-            checks.append(Check("bud", key, b.hard_usd, reserve_usd))
-            settles.append(Settle("bud", key, reserve_usd))
-            budgets.append((b, key))
-            names.append(f"budget {b.scope}/{b.period}")
+        estimate = estimate_tokens(body_len, max_tokens, self._default_max)
+        price = self._prices.cost(model, *estimate, 0)
+        p = plan(cfg, org_id, feature, streaming, estimate, price, now)
+        checks, settles, names, budgets = p.checks, p.settles, p.names, p.budgets
         targets = [(t, f"{org_id}:{t.scope}") for t in cfg.targets if t.scope in ("*", feature)]
         if not checks:
             return Admission(member, [], [], targets=targets)
@@ -300,9 +217,7 @@ class Policy:
     async def settle(self, adm: Admission, tokens: int | None, cost: float | None, latency_ms: float) -> None:
         """Replace the reservations with what the request actually used."""
         now = time.time()
-        for _, key in adm.targets:
-            samples = self._latency.setdefault(key, collections.deque(maxlen=10_000))
-            samples.append((now, latency_ms))
+        self._latency.add([key for _, key in adm.targets], now, latency_ms)
         if not adm.settles:
             return
         actual = [
@@ -377,7 +292,7 @@ class Policy:
         now_ms = int(now * 1000)
         budgets = []
         for b in cfg.budgets:
-            key = self.budget_key(b, b.scope, now)
+            key = budget_key(b, b.scope, now)
             spent, reserved = await self._guard(self._counters.budget(key))
             wid, _, end = window_id(b.period, now)
             state = "ok"
@@ -398,7 +313,7 @@ class Policy:
             )
         limits = []
         for lim in cfg.limits:
-            base = f"lectr:{org_id}:{lim.scope}"
+            base = limit_key(org_id, lim.scope)
             limits.append(
                 msgspec.structs.asdict(lim)
                 | {
@@ -417,7 +332,7 @@ class Policy:
             "shared": self._shared,
             "budgets": budgets,
             "rate_limits": limits,
-            "latency_targets": [self.latency_status(t, now) for t in cfg.targets],
+            "latency_targets": [self._latency.status(t, now) for t in cfg.targets],
         }
 
     async def summary(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -427,7 +342,7 @@ class Policy:
         now = time.time()
         for cfg in self._config.values():
             for b in cfg.budgets:
-                spent, _ = await self._guard(self._counters.budget(self.budget_key(b, b.scope, now)))
+                spent, _ = await self._guard(self._counters.budget(budget_key(b, b.scope, now)))
                 if b.hard_usd is not None and spent >= b.hard_usd:
                     state = "hard_exceeded"
                 elif b.soft_usd is not None and spent >= b.soft_usd:
@@ -436,22 +351,9 @@ class Policy:
                     state = "ok"
                 budgets[state] = budgets.get(state, 0) + 1
             for t in cfg.targets:
-                status = self.latency_status(t, now)["status"]
+                status = self._latency.status(t, now)["status"]
                 targets[status] = targets.get(status, 0) + 1
         return budgets, targets
-
-    def latency_status(self, t: LatencyTarget, now: float, window: float = 300.0) -> dict[str, Any]:
-        """p95 of this instance's requests under the target over the last
-        `window` seconds, and whether it is within the target."""
-        samples = self._latency.get(f"{t.org_id}:{t.scope}", ())
-        recent = sorted(ms for ts, ms in samples if ts >= now - window)
-        p95 = recent[min(len(recent) - 1, math.ceil(0.95 * len(recent)) - 1)] if recent else None
-        return msgspec.structs.asdict(t) | {
-            "window_s": window,
-            "samples": len(recent),
-            "p95_ms": p95,
-            "status": "no_data" if p95 is None else ("within" if p95 <= t.p95_ms else "over"),
-        }
 
     async def close(self) -> None:
         await self._counters.close()

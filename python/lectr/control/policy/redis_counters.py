@@ -1,11 +1,10 @@
 """The counters in Redis (see `counters` for the semantics): one Lua script
-per admission and one per settlement, each one round trip, atomic across
-every instance. Imported only when Redis is configured."""
+(`redis_scripts`) per admission and one per settlement, each one round trip,
+atomic across every instance. Imported only when Redis is configured."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,207 +13,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from lectr.control.policy.counters import Check, Settle, Verdict
-
-# Key layout. `req` and `str`: a sorted set at the check's key, members
-# `member|amount` scored by admission time. `tok`: the same log at `<key>:log`
-# and the sum of its amounts at `<key>:sum` (a string, INCRBYFLOAT), both with
-# the same expiry; new names, so a log written before the running total
-# existed is never read as one that has it. `bud`: a hash at the key with
-# `spent`, `reserved` and a hold `r:<member>` (the amount reserved) per admitted,
-# unsettled request: settlement applies only by removing a hold, so it applies
-# once. Old instances read `spent` and `reserved` alike and ignore the holds.
-#
-# KEYS, in both scripts: per check (settlement) its key, and for a `tok` one
-# the log then the sum.
-
-# ARGV: now_ms, member, then 4 values per check (kind, limit, amount, window_ms).
-# Returns {failed_index (0-based, -1 ok), retry_ms}; retry_ms -1: that budget's
-# counter is missing (seed it, then admit again).
-_ADMIT = """
-local now = tonumber(ARGV[1])
-local member = ARGV[2]
-local n = (#ARGV - 2) / 4
-local keys, sums = {}, {}
-local k = 1
-for i = 1, n do
-  keys[i] = KEYS[k]
-  k = k + 1
-  if ARGV[3 + (i - 1) * 4] == 'tok' then
-    sums[i] = KEYS[k]
-    k = k + 1
-  end
-end
-
-local function amount_of(m)
-  return tonumber(string.match(m, '|([^|]+)$'))
-end
-
--- The tokens in a window: the running total less the entries that left it
--- (read before they are removed), O(log n + removed).
-local function tokens(key, sum, cutoff)
-  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', cutoff)
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff) end
-  if redis.call('ZCARD', key) == 0 then
-    redis.call('DEL', sum)  -- an empty window sums to exactly 0 again
-    return 0
-  end
-  local total = redis.call('GET', sum)
-  if not total then
-    -- A log without its total (evicted apart): add it up once, then keep it.
-    local t = 0
-    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do t = t + amount_of(m) end
-    redis.call('SET', sum, string.format('%.17g', t))
-    local ttl = redis.call('PTTL', key)
-    if ttl > 0 then redis.call('PEXPIRE', sum, ttl) end
-    return t
-  end
-  if #gone == 0 then return tonumber(total) end
-  local out = 0
-  for _, m in ipairs(gone) do out = out + amount_of(m) end
-  return tonumber(redis.call('INCRBYFLOAT', sum, string.format('%.17g', -out)))
-end
-
-for i = 1, n do
-  local kind = ARGV[3 + (i - 1) * 4]
-  local limit = tonumber(ARGV[4 + (i - 1) * 4])
-  local amount = tonumber(ARGV[5 + (i - 1) * 4])
-  local window = tonumber(ARGV[6 + (i - 1) * 4])
-  local key = keys[i]
-  if kind == 'bud' then
-    -- No counter: Redis lost it (a restart without persistence, an eviction)
-    -- or its window just began. Admitting would start the spend at 0: ask
-    -- the caller to seed it from the request log first (retry_ms -1).
-    if redis.call('EXISTS', key) == 0 then return {i - 1, -1} end
-    local v = redis.call('HMGET', key, 'spent', 'reserved')
-    local spent = tonumber(v[1]) or 0
-    local reserved = tonumber(v[2]) or 0
-    if spent + reserved + amount > limit then return {i - 1, 0} end
-  elseif kind ~= 'hold' then
-    local used, need
-    if kind == 'tok' then
-      used = tokens(key, sums[i], now - window)
-      need = amount
-    else
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-      used = redis.call('ZCARD', key)
-      need = 1
-    end
-    if used + need > limit then
-      local retry = 1000
-      if kind ~= 'str' then
-        -- when the oldest entry leaves; a whole window when none is there (as in-process)
-        retry = window
-        local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-        if oldest[2] then retry = tonumber(oldest[2]) + window - now end
-      end
-      if retry < 1 then retry = 1 end
-      return {i - 1, retry}
-    end
-  end
-end
-for i = 1, n do
-  local kind = ARGV[3 + (i - 1) * 4]
-  local amount = ARGV[5 + (i - 1) * 4]
-  local window = tonumber(ARGV[6 + (i - 1) * 4])
-  local key = keys[i]
-  if kind == 'bud' then
-    if redis.call('HSETNX', key, 'r:' .. member, amount) == 1 then  -- a member holds once
-      redis.call('HINCRBYFLOAT', key, 'reserved', amount)
-    end
-  elseif kind == 'hold' then
-    redis.call('HSETNX', key, 'r:' .. member, '0')
-  else
-    local added = redis.call('ZADD', key, now, member .. '|' .. amount)
-    redis.call('PEXPIRE', key, window + 1000)
-    if kind == 'tok' then
-      if added == 1 then redis.call('INCRBYFLOAT', sums[i], amount) end
-      redis.call('PEXPIRE', sums[i], window + 1000)
-    end
-  end
-end
-return {-1, 0}
-"""
-
-# ARGV: member, then 3 per settlement (kind, reserved, actual).
-# Returns the spend after each budget settlement.
-_SETTLE = """
-local member = ARGV[1]
-local out = {}
-local k = 1
-for i = 1, (#ARGV - 1) / 3 do
-  local kind = ARGV[2 + (i - 1) * 3]
-  local reserved = ARGV[3 + (i - 1) * 3]
-  local actual = ARGV[4 + (i - 1) * 3]
-  local key = KEYS[k]
-  k = k + 1
-  if kind == 'bud' then
-    local field = 'r:' .. member
-    local held = redis.call('HGET', key, field)
-    if held then
-      redis.call('HDEL', key, field)
-      if tonumber(held) ~= 0 then redis.call('HINCRBYFLOAT', key, 'reserved', '-' .. held) end
-      out[#out + 1] = redis.call('HINCRBYFLOAT', key, 'spent', actual)
-    else
-      -- No hold: settled already (a retry whose first attempt got here) or never admitted.
-      out[#out + 1] = redis.call('HGET', key, 'spent') or '0'
-    end
-  else
-    local sum
-    if kind == 'tok' then
-      sum = KEYS[k]
-      k = k + 1
-    end
-    -- Only an entry that still holds the reserved amount: a replay finds none.
-    local old = member .. '|' .. reserved
-    local score = redis.call('ZSCORE', key, old)
-    if score then
-      redis.call('ZREM', key, old)
-      if kind == 'tok' then
-        local delta = -tonumber(reserved)
-        if redis.call('ZADD', key, score, member .. '|' .. actual) == 1 then
-          delta = delta + tonumber(actual)
-        end
-        if delta ~= 0 and redis.call('EXISTS', sum) == 1 then
-          redis.call('INCRBYFLOAT', sum, string.format('%.17g', delta))
-        end
-      end
-    end
-  end
-end
-return out
-"""
-
-
-def _num(v: float) -> bytes:
-    # Lua's tonumber and Redis floats both read repr() of a Python float. Admission
-    # and settlement must spell an amount alike: it is part of the sorted-set member.
-    return repr(float(v)).encode() if v != int(v) else b"%d" % int(v)
-
-
-class _Script:
-    """A Lua script run by EVALSHA (EVAL when the server's script cache lost it)."""
-
-    def __init__(self, body: str) -> None:
-        self.body = body.encode()
-        self.sha = hashlib.sha1(self.body, usedforsecurity=False).hexdigest().encode()
-
-
-_ADMIT_SCRIPT = _Script(_ADMIT)
-_SETTLE_SCRIPT = _Script(_SETTLE)
-_LOG = b":log"  # a `tok` check's log and running total (see the key layout above)
-_SUM = b":sum"
+from lectr.control.policy.redis_scripts import ADMIT, SETTLE, Script, lua_number, redis_keys
 
 MAX_IDLE_CONNECTIONS = 32
 _EARLY = 0.001  # a timer may fire up to this much before a deadline and still count it as due
 # Whether an idle connection has something to read or saw EOF: `can_read` since
 # redis-py 8, `can_read_destructive` before (deprecated in 8).
 _PROBE = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
-
-
-def _redis_keys(kind: str, key: str) -> tuple[bytes, ...]:
-    """The Redis keys of one counter, in the order the scripts take them."""
-    k = key.encode()
-    return (k + _LOG, k + _SUM) if kind == "tok" else (k,)
 
 
 class _Deadlines:
@@ -294,7 +99,7 @@ class RedisCounters:
         self._idle: list[AbstractConnection] = []
         self._deadlines = _Deadlines(timeout)
 
-    async def _eval(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
+    async def _eval(self, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
         """One script run, within the deadline; raises TimeoutError past it."""
         task = asyncio.current_task()
         if task is None:
@@ -309,7 +114,7 @@ class RedisCounters:
         finally:
             self._deadlines.end(task)
 
-    async def _run(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
+    async def _run(self, script: Script, keys: list[bytes], args: list[bytes]) -> Any:
         reused = bool(self._idle)
         try:
             return await self._run_on(self._connection(), script, keys, args)
@@ -326,7 +131,7 @@ class RedisCounters:
         return self._idle.pop() if self._idle else self._factory.make_connection()  # type: ignore[no-untyped-call]
 
     async def _run_on(
-        self, conn: AbstractConnection, script: _Script, keys: list[bytes], args: list[bytes]
+        self, conn: AbstractConnection, script: Script, keys: list[bytes], args: list[bytes]
     ) -> Any:
         try:
             if conn.is_connected:
@@ -371,9 +176,9 @@ class RedisCounters:
         keys: list[bytes] = []
         args = [b"%d" % now_ms, member.encode()]
         for c in checks:
-            keys += _redis_keys(c.kind, c.key)
-            args += [c.kind.encode(), _num(c.limit), _num(c.amount), b"%d" % c.window_ms]
-        failed, retry = await self._eval(_ADMIT_SCRIPT, keys, args)
+            keys += redis_keys(c.kind, c.key)
+            args += [c.kind.encode(), lua_number(c.limit), lua_number(c.amount), b"%d" % c.window_ms]
+        failed, retry = await self._eval(ADMIT, keys, args)
         return Verdict(int(failed), int(retry))
 
     async def settle(self, settles: list[Settle], member: str) -> list[float]:
@@ -383,9 +188,9 @@ class RedisCounters:
         keys: list[bytes] = []
         args = [member.encode()]
         for s in settles:
-            keys += _redis_keys(s.kind, s.key)
-            args += [s.kind.encode(), _num(s.reserved), _num(s.actual)]
-        out = await self._eval(_SETTLE_SCRIPT, keys, args)
+            keys += redis_keys(s.kind, s.key)
+            args += [s.kind.encode(), lua_number(s.reserved), lua_number(s.actual)]
+        out = await self._eval(SETTLE, keys, args)
         return [float(v) for v in out]
 
     async def budget(self, key: str) -> tuple[float, float]:
@@ -397,9 +202,9 @@ class RedisCounters:
 
     async def seed_budget(self, key: str, spent: float, ttl_ms: int) -> None:
         try:
-            created = await self._r.hsetnx(key, "spent", _num(spent))
+            created = await self._r.hsetnx(key, "spent", lua_number(spent))
         except RedisConnectionError:  # a pooled connection the server closed (a restart): once more
-            created = await self._r.hsetnx(key, "spent", _num(spent))
+            created = await self._r.hsetnx(key, "spent", lua_number(spent))
         if created:
             await self._r.pexpire(key, ttl_ms)
 
