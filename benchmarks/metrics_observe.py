@@ -8,7 +8,9 @@ for streams) over a mix of records, in prometheus-client's multiprocess mode
 request rate). `--baseline REV` times `python/lectr/metrics.py` as it was at
 git revision REV too, in the same process, interleaved.
 
-Run: `python -m benchmarks.metrics_observe [--baseline HEAD] [--n 200000]`.
+Run: `python -m benchmarks.metrics_observe [--baseline a5b2ee2] [--n 200000]` (REV from
+before the folders of issue 14, a5b2ee2 or older: the file moved; for later
+changes compare whole builds with `benchmarks.ab`).
 """
 
 from __future__ import annotations

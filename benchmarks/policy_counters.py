@@ -15,7 +15,9 @@ log as a sorted set at the check's key, members `member|amount`; in-process
 an ordered dict of member -> (ts, amount)): filling 90,000 entries one
 admission at a time through an O(n) admission would take hours.
 
-Run: `python -m benchmarks.policy_counters [--baseline 1309417] [--n 200]`.
+Run: `python -m benchmarks.policy_counters [--baseline 1309417] [--n 200]` (REV from
+before the folders of issue 14, a5b2ee2 or older; for later changes compare whole
+builds with `benchmarks.ab`).
 """
 
 from __future__ import annotations
