@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import upstreams
-from benchmarks.runner import FULL, Bench, Progress
+from benchmarks.scenarios import FULL, Bench, Progress
 from benchmarks.targets import Env, lectr
 
 FIGURES = (

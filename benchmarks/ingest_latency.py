@@ -124,7 +124,7 @@ def _placed(placement: str, t: Running, storage_roots: list[int], others: list[i
 def _round(
     t: Running, wrk: str, seconds: float, warmup: float, tmp: Path, headers: dict[str, str]
 ) -> dict[str, Any]:
-    from benchmarks.runner import BODY_FIXED
+    from benchmarks.scenarios import BODY_FIXED
 
     load.wrk(wrk, t.url_fixed, 4, warmup, BODY_FIXED, headers, tmp)
     before = _writer(t)
@@ -194,7 +194,7 @@ def run(
 ) -> dict[str, Any]:
     """Both placements (isolated only with two cores or more), both variants,
     `rounds` alternating rounds each; medians and ranges per figure."""
-    from benchmarks.runner import _headers
+    from benchmarks.scenarios import headers
     from devtools.services import Postgres
 
     wrk = env.wrk()
@@ -220,7 +220,7 @@ def run(
                     t = lectr.start(e, name=f"lectr-{variant}", database_url=url, settings=settings)
                     try:
                         with _placed(placement, t, [postmaster], upstream):
-                            row = _round(t, wrk, seconds, warmup, e.tmp, _headers(t, FEATURE))
+                            row = _round(t, wrk, seconds, warmup, e.tmp, headers(t, FEATURE))
                             # The backlog must have outlasted the measurement.
                             row["backlog_left"] = len(list((data / "spill").glob("spill-backlog-*")))
                     finally:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks import env, load, procs, upstreams
-from benchmarks.runner import BODY_FIXED, BODY_STREAM, _headers
+from benchmarks.scenarios import BODY_FIXED, BODY_STREAM, headers
 from benchmarks.targets import FEATURE, FEATURE_STREAM, Env, lectr
 
 
@@ -81,12 +81,12 @@ def main() -> None:
             # One stream at a time, as in the benchmark (about 8 per second).
             runner = threading.Thread(
                 target=load.stream_many,
-                args=(t.url_stream, int((a.seconds + 3) * 8), BODY_STREAM, _headers(t, FEATURE_STREAM)),
+                args=(t.url_stream, int((a.seconds + 3) * 8), BODY_STREAM, headers(t, FEATURE_STREAM)),
             )
         else:
             runner = threading.Thread(
                 target=load.wrk,
-                args=(env.wrk(), t.url_fixed, a.conns, a.seconds + 3, BODY_FIXED, _headers(t, FEATURE), tmp),
+                args=(env.wrk(), t.url_fixed, a.conns, a.seconds + 3, BODY_FIXED, headers(t, FEATURE), tmp),
             )
         runner.start()
         worker = _worker(t.pid)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report import PLOTS
+from benchmarks.figures import PLOTS
 from devtools.harness import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.nginx]
