@@ -58,10 +58,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def ingest(plan: Plan, tmp: Path, say: Progress) -> dict[str, Any]:
     from benchmarks.storage import ingest_writer
     from devtools.services import Postgres
+    from lectr.config import WriterSettings
     from lectr.store.postgres import PostgresStore
     from lectr.store.sqlite import SQLiteStore
 
-    out: dict[str, Any] = {"records": plan.ingest_records, "batch": 1000}
+    out: dict[str, Any] = {"records": plan.ingest_records, "batch": WriterSettings().batch_size}
     rate = asyncio.run(ingest_writer(SQLiteStore(tmp / "ingest" / "lectr.db"), plan.ingest_records))
     out["sqlite_per_s"] = rate
     say(f"ingest: SQLite {rate:,.0f} records/s")

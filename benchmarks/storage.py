@@ -25,6 +25,7 @@ import psycopg
 from devtools.harness import Gateway, Mock
 from devtools.services import Postgres
 from lectr.capture.writer import RecordWriter
+from lectr.config import WriterSettings
 from lectr.store.base import Store
 from lectr.store.postgres import PostgresStore
 from lectr.types import LogFilter, Record
@@ -69,7 +70,9 @@ async def ingest(url: str, n: int, batch: int) -> float:
     return n / elapsed
 
 
-async def ingest_writer(store: Store, n: int, batch: int = 1_000, spill_dir: Path | None = None) -> float:
+async def ingest_writer(
+    store: Store, n: int, batch: int | None = None, spill_dir: Path | None = None
+) -> float:
     """Records per second through the gateway's own capture pipeline
     (`RecordWriter`, default batch size) into `store`: `n` records queued at
     once, timed until the last one is written."""
@@ -81,7 +84,7 @@ async def ingest_writer(store: Store, n: int, batch: int = 1_000, spill_dir: Pat
     writer = RecordWriter(
         store,
         queue_size=n + 1,
-        batch_size=batch,
+        batch_size=batch or WriterSettings().batch_size,
         interval=0.2,
         spill_dir=spill_dir or Path(tempfile.mkdtemp(prefix="lectr-spill-")),
     )
