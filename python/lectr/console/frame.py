@@ -105,6 +105,12 @@ def redirect(proto: Any, location: str, extra: list[tuple[str, str]] | None = No
     proto.response_bytes(303, [("location", location), *SECURITY_HEADERS, *(extra or [])], b"")
 
 
+def range_of(page: Page) -> str:
+    """The page's time range: the query's when it is one of RANGES, else 24 h."""
+    rng = page.query.get("range", "24h")
+    return rng if rng in RANGES else "24h"
+
+
 def window(rng: str) -> tuple[float, float]:
     now = time.time()
     return now - RANGES[rng][0], now
@@ -170,8 +176,11 @@ class Frame:
         """What every page's frame shows: the org (and the switcher for the admin), the range."""
         s = page.session
         assert s is not None
-        rng = page.query.get("range", "24h")
-        if rng not in RANGES:
-            rng = "24h"
         orgs = await self.m.store.list_orgs() if s.admin else [org]
-        return {"org": org, "orgs": orgs, "range": rng, "ranges": list(RANGES), "path": page.scope.path}
+        return {
+            "org": org,
+            "orgs": orgs,
+            "range": range_of(page),
+            "ranges": list(RANGES),
+            "path": page.scope.path,
+        }

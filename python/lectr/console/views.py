@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from lectr.console import figures
-from lectr.console.frame import RANGES, Frame, Page, send_html, window
+from lectr.console.frame import RANGES, Frame, Page, range_of, send_html, window
 from lectr.control import validation as check
 from lectr.control.manage import SCOPED, NewKey
 from lectr.errors import InvalidRequest, NotFound
@@ -108,8 +108,10 @@ class Views:
 
     async def overview_live(self, page: Page) -> None:
         org = await self._f.org(page)
-        frame = await self._f.frame(page, org)
-        key = (org.id, frame["range"])
+        # Not the whole frame: the fragment has no org switcher, so a poll
+        # that the cache answers reads nothing from the store.
+        rng = range_of(page)
+        key = (org.id, rng)
         now = time.monotonic()
         hit = self._live.get(key)
         if hit is None or hit[0] < now or _failed(hit[1]):
@@ -117,14 +119,14 @@ class Views:
                 self._live = {k: v for k, v in self._live.items() if v[0] >= now}
             # The fragment shows nothing of the session (no form, no token):
             # every session allowed to see this org gets the same one.
-            hit = (now + LIVE_TTL, asyncio.ensure_future(self._live_html(org, frame)))
+            hit = (now + LIVE_TTL, asyncio.ensure_future(self._live_html(org, rng)))
             self._live[key] = hit
         # Shielded: a poller that goes away must not cancel the others' render.
         send_html(page.proto, 200, await asyncio.shield(hit[1]))
 
-    async def _live_html(self, org: OrgEntry, frame: dict[str, Any]) -> str:
-        data = await self._overview_data(org, frame["range"])
-        return self._f.render("_live.html", None, **frame, **data, rendered=time.time())
+    async def _live_html(self, org: OrgEntry, rng: str) -> str:
+        data = await self._overview_data(org, rng)
+        return self._f.render("_live.html", None, org=org, range=rng, **data, rendered=time.time())
 
     async def _breakdown(self, page: Page, kind: str) -> None:
         org = await self._f.org(page)
