@@ -9,6 +9,9 @@ class LectrCoreError(Exception):
 class InvalidBody(LectrCoreError):
     """The request body is not a JSON object of the expected shape."""
 
+class Refused(LectrCoreError):
+    """A request the gateway answers itself; args are (error code, message)."""
+
 class UpstreamError(LectrCoreError):
     """A provider could not be reached or its response broke."""
 
@@ -44,6 +47,94 @@ class RequestMeta:
 
 def parse_request(body: bytes) -> RequestMeta:
     """Parse a request body; raises InvalidBody with a client-facing message."""
+
+class Catalog:
+    """The provider table: model prefixes, auth styles, base URLs, protocols."""
+
+    def __init__(
+        self,
+        providers: list[tuple[str, list[str], str, str | None]],
+        served_by: dict[str, list[str]],
+        default_for: dict[str, str],
+        default: str,
+    ) -> None: ...
+    def detect(self, model: str | None, override_: str | None = None) -> tuple[str, bool]:
+        """(provider, whether it was a guess); raises Refused for an unknown override."""
+    def url(
+        self,
+        provider: str,
+        path: str,
+        model: str | None = None,
+        azure_endpoint: str | None = None,
+        azure_api_version: str | None = None,
+    ) -> str:
+        """The upstream URL; raises Refused (Azure not configured, bad deployment)."""
+
+class Hop:
+    """One step of a failover path, ready to send."""
+
+    provider: str
+    model: str | None
+    auth_style: str
+    url: str | None
+    refusal: tuple[str, str] | None
+    body: bytes
+
+class Plan:
+    """A request's decisions: its route and failover path."""
+
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def route_model(self) -> str | None: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def inject_usage(self) -> bool: ...
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def provider_unknown(self) -> bool: ...
+    @property
+    def rule_id(self) -> str | None: ...
+    @property
+    def retry_on(self) -> list[int]: ...
+    def overridden(self, model: str, rule_id: str) -> Plan:
+        """The plan with the route's model set by policy."""
+    def hops(self) -> list[Hop]:
+        """The route, then the failover targets that answer the protocol."""
+
+class Router:
+    """The control snapshot compiled for the request path."""
+
+    def __init__(
+        self,
+        keys: list[tuple[str, bytes, str]],
+        orgs: list[tuple[str, str, bool, str | None, str | None]],
+        rules: list[
+            tuple[str, str, str | None, str | None, str | None, str | None, str | None, str | None, int]
+        ],
+        chains: list[tuple[str, str, list[tuple[str, str]], list[int]]],
+    ) -> None: ...
+    def org_id(self, key: str | None) -> str:
+        """The org owning key; raises Refused."""
+    def plan(
+        self,
+        catalog: Catalog,
+        org_id: str,
+        protocol: str,
+        path: str,
+        client_path: str,
+        feature: str,
+        task: str | None,
+        provider: str | None,
+        body: bytes | None,
+        query: str,
+        roll: float,
+    ) -> Plan:
+        """A request's decisions; raises Refused with a client-facing message."""
 
 def count_tokens(text: str, model: str = "gpt-4o") -> int:
     """Tokens of text as model would count them (estimate for non-OpenAI models)."""

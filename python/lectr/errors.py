@@ -28,7 +28,8 @@ LectrError                          (status, type, code, source)
  └── ProviderTimeout                504 api_error provider_timeout       (network)
 ```
 
-`from_core` is the single table that maps `lectr._core` exceptions onto it.
+`from_core` is the single table that maps `lectr._core`'s upstream exceptions
+onto it, `refused` the one for the refusals of its decisions (`Refused`).
 """
 
 from __future__ import annotations
@@ -194,3 +195,24 @@ def from_core(exc: _core.UpstreamError, provider: str) -> LectrError:
     if isinstance(exc, _core.UpstreamConnectError):
         return ProviderUnreachable(f"could not connect to {provider}: {exc}")
     return ProviderUnreachable(f"the connection to {provider} failed: {exc}")
+
+
+# The errors the Rust core's decisions refuse a request with, by code.
+_REFUSALS: dict[str, type[LectrError]] = {
+    c.code: c
+    for c in (
+        MissingKey,
+        InvalidKey,
+        OrgDisabled,
+        InvalidRequest,
+        InvalidProvider,
+        AzureConfigMissing,
+        UnsupportedEndpoint,
+    )
+}
+
+
+def refused(code: str, message: str) -> LectrError:
+    """The gateway error for a refusal of the Rust core's decisions
+    (`_core.Refused(code, message)`, or a hop's refusal)."""
+    return _REFUSALS.get(code, LectrError)(message)

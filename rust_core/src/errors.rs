@@ -6,6 +6,7 @@
 //! ```text
 //! LectrCoreError
 //!  ├── InvalidBody            the request body is not usable JSON
+//!  ├── Refused                a request the gateway answers itself: (code, message)
 //!  └── UpstreamError          anything that went wrong talking to a provider
 //!       ├── UpstreamConnectError   no connection could be made
 //!       ├── UpstreamTimeout        connect, first-byte or idle timeout
@@ -80,6 +81,12 @@ create_exception!(
 );
 create_exception!(
     _core,
+    Refused,
+    LectrCoreError,
+    "A request the gateway answers itself; args are (error code, message)."
+);
+create_exception!(
+    _core,
     UpstreamError,
     LectrCoreError,
     "A provider could not be reached or its response broke."
@@ -115,6 +122,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("LectrCoreError", py.get_type::<LectrCoreError>())?;
     m.add("InvalidBody", py.get_type::<InvalidBody>())?;
+    m.add("Refused", py.get_type::<Refused>())?;
     m.add("UpstreamError", py.get_type::<UpstreamError>())?;
     m.add(
         "UpstreamConnectError",

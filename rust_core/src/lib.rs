@@ -2,6 +2,9 @@
 //!
 //! This file is a table of contents. Each concern lives in its own module:
 //!
+//! - [`decide`] and [`plan`]: the per-request decisions (key → org, provider
+//!   detection, routing rules, failover path, URLs) over tables compiled
+//!   when the control snapshot changes, in one call per request.
 //! - [`request`]: peek `model` / `stream` / `stream_options` from a request body
 //!   without decoding the messages, and rewrite `model` and
 //!   `stream_options.include_usage` leaving every other byte alone.
@@ -19,12 +22,15 @@
 //! - [`errors`]: `CoreError`, which every fallible function returns, and its
 //!   one conversion into the Python exception types.
 //!
-//! No policy, no database, no sockets and no Python callbacks live here:
-//! Python decides and does the I/O, Rust handles the bytes.
+//! No policy state, no database, no sockets and no Python callbacks live here:
+//! Python orchestrates, keeps the policy state that needs Redis and does the
+//! I/O; Rust handles the bytes and the per-request decisions.
 
+pub mod decide;
 pub mod errors;
 pub mod h1;
 pub mod headers;
+pub mod plan;
 pub mod protocols;
 pub mod request;
 pub mod sse;
@@ -37,7 +43,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
-    request::register(m)?;
+    plan::register(m)?;
     tokens::register(m)?;
     h1::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -2,8 +2,6 @@
 //! and rewrite `model` / `stream_options` while leaving every other byte as
 //! the client sent it.
 
-use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -199,74 +197,6 @@ pub fn rewrite(
         out.splice(start..end, with);
     }
     Some(out)
-}
-
-/// The parsed top level of a request body, as seen from Python.
-#[pyclass(frozen, module = "lectr._core", name = "RequestMeta")]
-pub struct PyRequestMeta {
-    info: RequestInfo,
-    body: Py<PyBytes>,
-}
-
-#[pymethods]
-impl PyRequestMeta {
-    /// The requested model, or `None` when the body has none.
-    #[getter]
-    fn model(&self) -> Option<&str> {
-        self.info.model.as_deref()
-    }
-
-    /// Whether the client asked for a streamed response.
-    #[getter]
-    fn stream(&self) -> bool {
-        self.info.stream
-    }
-
-    /// Whether the client itself asked for `stream_options.include_usage`.
-    #[getter]
-    fn include_usage(&self) -> bool {
-        self.info.include_usage
-    }
-
-    /// `max_completion_tokens` or `max_tokens`, if set.
-    #[getter]
-    fn max_tokens(&self) -> Option<u64> {
-        self.info.max_tokens
-    }
-
-    /// The body to send upstream: the original object when nothing changes,
-    /// else a copy with `model` replaced and/or streamed usage requested.
-    #[pyo3(signature = (model=None, inject_usage=false))]
-    fn body_for_upstream(
-        &self,
-        py: Python<'_>,
-        model: Option<&str>,
-        inject_usage: bool,
-    ) -> Py<PyBytes> {
-        let body = self.body.bind(py);
-        match rewrite(body.as_bytes(), &self.info, model, inject_usage) {
-            None => self.body.clone_ref(py),
-            Some(out) => PyBytes::new(py, &out).unbind(),
-        }
-    }
-}
-
-/// Parse a request body; raises `InvalidBody` with a message fit for the
-/// client when it is not a JSON object or `model`/`stream` have wrong types.
-#[pyfunction]
-fn parse_request(body: Bound<'_, PyBytes>) -> PyResult<PyRequestMeta> {
-    let info = peek(body.as_bytes())?;
-    Ok(PyRequestMeta {
-        info,
-        body: body.unbind(),
-    })
-}
-
-/// Register the request functions on the module.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyRequestMeta>()?;
-    m.add_function(wrap_pyfunction!(parse_request, m)?)?;
-    Ok(())
 }
 
 #[cfg(test)]

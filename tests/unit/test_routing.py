@@ -1,13 +1,58 @@
-"""Routing rule semantics and the circuit breaker, table-tested."""
+"""Routing rule semantics (the Rust core's plan), the failover path it
+builds, and the circuit breaker, table-tested."""
 
 from __future__ import annotations
 
+import random
+
+import msgspec
 import pytest
 
+from lectr import _core, errors
+from lectr.config import Settings
 from lectr.control import compile_rules
-from lectr.gateway import routing
+from lectr.control.snapshot import compile_router
+from lectr.gateway import providers
 from lectr.gateway.breaker import Health
-from lectr.types import Rule
+from lectr.types import FallbackChain, OrgEntry, Rule, Target
+
+CATALOG = providers.catalog(Settings())
+PATHS = {"chat": ("/chat/completions", "/v1/chat/completions"), "messages": ("/messages", "/v1/messages")}
+
+
+def plan(
+    rules: tuple[Rule, ...],
+    feature: str,
+    task: str | None,
+    provider: str | None,
+    model: str,
+    protocol: str = "chat",
+    roll: float = 0.5,
+    chains: tuple[FallbackChain, ...] = (),
+) -> _core.Plan:
+    router = compile_router([OrgEntry("o", "o")], [], {"o": rules}, chains)
+    body = msgspec.json.encode({"model": model, "messages": []})
+    path, client_path = PATHS[protocol]
+    return router.plan(CATALOG, "o", protocol, path, client_path, feature, task, provider, body, "", roll)
+
+
+class _Route(msgspec.Struct):
+    provider: str
+    model: str | None
+    rule_id: str | None
+
+
+def apply(
+    rules: tuple[Rule, ...],
+    feature: str,
+    task: str | None,
+    provider: str,
+    model: str,
+    protocol: str = "chat",
+    roll: float | None = None,
+) -> _Route:
+    p = plan(rules, feature, task, provider, model, protocol, random.random() if roll is None else roll)
+    return _Route(p.hops()[0].provider, p.route_model, p.rule_id)
 
 
 def rule(name: str, priority: int, **kw: object) -> Rule:
@@ -49,13 +94,13 @@ RULES = compile_rules(
 def test_rule_table(
     feature: str, task: str | None, provider: str, model: str, expected: tuple[str, str, str | None]
 ) -> None:
-    r = routing.apply(RULES, feature, task, provider, model)
+    r = apply(RULES, feature, task, provider, model)
     assert (r.provider, r.model, r.rule_id) == expected
 
 
 def test_wildcard_rule_matches_everything() -> None:
     rules = compile_rules([rule("all", 1, target_model="m")])
-    assert routing.apply(rules, "any", None, "openai", "x").rule_id == "all"
+    assert apply(rules, "any", None, "openai", "x").rule_id == "all"
 
 
 def test_rules_stay_within_the_protocol_family() -> None:
@@ -66,9 +111,9 @@ def test_rules_stay_within_the_protocol_family() -> None:
         ]
     )
     # A Messages request (only Anthropic answers it) passes over the rule to OpenAI.
-    r = routing.apply(rules, "f", None, "anthropic", "claude-x", serves=lambda p: p == "anthropic")
+    r = apply(rules, "f", None, "anthropic", "claude-x", protocol="messages")
     assert (r.provider, r.model, r.rule_id) == ("anthropic", "m2", "m")
-    r = routing.apply(rules, "f", None, "anthropic", "claude-x")
+    r = apply(rules, "f", None, "anthropic", "claude-x")
     assert (r.provider, r.rule_id) == ("openai", "to-openai")
 
 
@@ -76,19 +121,62 @@ def test_split_sends_a_share_and_lets_the_rest_fall_through() -> None:
     rules = compile_rules(
         [rule("canary", 1, target_model="new", split_percent=10), rule("rest", 2, target_model="old")]
     )
-    assert routing.apply(rules, "f", None, "openai", "m", roll=lambda: 0.05).model == "new"
-    assert routing.apply(rules, "f", None, "openai", "m", roll=lambda: 0.10).model == "old"
-    share = sum(routing.apply(rules, "f", None, "openai", "m").model == "new" for _ in range(4000)) / 4000
+    assert apply(rules, "f", None, "openai", "m", roll=0.05).model == "new"
+    assert apply(rules, "f", None, "openai", "m", roll=0.10).model == "old"
+    share = sum(apply(rules, "f", None, "openai", "m").model == "new" for _ in range(4000)) / 4000
     assert 0.07 < share < 0.13
 
 
-def test_evaluation_error_passes_through() -> None:
-    def broken() -> float:
-        raise RuntimeError("boom")
+def test_a_rule_to_a_provider_we_cannot_call_is_passed_over() -> None:
+    rules = compile_rules([rule("nowhere", 1, target_provider="nope"), rule("m", 2, target_model="m2")])
+    r = apply(rules, "f", None, "openai", "m")
+    assert (r.provider, r.model, r.rule_id) == ("openai", "m2", "m")
 
-    rules = compile_rules([rule("split", 1, target_model="new", split_percent=50)])
-    r = routing.apply(rules, "f", None, "openai", "m", roll=broken)
-    assert (r.provider, r.model, r.rule_id) == ("openai", "m", None)
+
+def test_failover_path_keeps_to_the_protocol_and_skips_the_route_itself() -> None:
+    chain = FallbackChain(
+        org_id="o",
+        targets=(
+            Target("anthropic", "claude-a"),
+            Target("openai", "gpt-4o"),
+            Target("anthropic", "claude-b"),
+        ),
+        on_status=(500, 529),
+    )
+    p = plan((), "f", None, None, "claude-a", "messages", chains=(chain,))
+    hops = p.hops()
+    assert [(h.provider, h.model) for h in hops] == [("anthropic", "claude-a"), ("anthropic", "claude-b")]
+    assert p.retry_on == [500, 529]
+    assert hops[0].url == "https://api.anthropic.com/v1/messages" and hops[0].auth_style == "x-api-key"
+    # A hop with another model gets its own body; the route's is the client's own bytes.
+    assert msgspec.json.decode(hops[1].body)["model"] == "claude-b"
+    cheaper = p.overridden("claude-c", "budget:*:day")
+    assert (cheaper.rule_id, cheaper.hops()[0].model, cheaper.route_model) == (
+        "budget:*:day",
+        "claude-c",
+        "claude-c",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "provider", "protocol", "code"),
+    [
+        (b"[1]", None, "chat", "invalid_request"),
+        (b'{"messages": []}', None, "chat", "invalid_request"),
+        (b'{"model": "gpt-4o"}', "nope", "chat", "invalid_provider"),
+        (b'{"model": "gpt-4o"}', None, "messages", "unsupported_endpoint"),
+    ],
+)
+def test_plan_refuses_what_no_provider_should_see(
+    body: bytes, provider: str | None, protocol: str, code: str
+) -> None:
+    router = compile_router([OrgEntry("o", "o")], [], {}, [])
+    path, client_path = PATHS[protocol]
+    with pytest.raises(_core.Refused) as e:
+        router.plan(CATALOG, "o", protocol, path, client_path, "f", None, provider, body, "", 0.5)
+    assert e.value.args[0] == code
+    assert isinstance(errors.refused(*e.value.args), errors.LectrError)
+    assert errors.refused(*e.value.args).code == code
 
 
 def test_breaker_opens_skips_half_opens_and_closes() -> None:

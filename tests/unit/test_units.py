@@ -144,17 +144,15 @@ def test_azure_url() -> None:
     org = OrgEntry(
         id="o", name="o", azure_endpoint="https://res.openai.azure.com/", azure_api_version="2024-10-21"
     )
-    url = providers.upstream_url(
-        providers.REGISTRY["azure"], "/chat/completions", "my deploy", Settings(), org
-    )
+    catalog = providers.catalog(Settings())
+    url = catalog.url("azure", "/chat/completions", "my deploy", org.azure_endpoint, org.azure_api_version)
     assert (
         url
         == "https://res.openai.azure.com/openai/deployments/my%20deploy/chat/completions?api-version=2024-10-21"
     )
-    with pytest.raises(errors.AzureConfigMissing):
-        providers.upstream_url(
-            providers.REGISTRY["azure"], "/chat/completions", "m", Settings(), OrgEntry("o", "o")
-        )
+    with pytest.raises(_core.Refused) as e:
+        catalog.url("azure", "/chat/completions", "m")
+    assert isinstance(errors.refused(*e.value.args), errors.AzureConfigMissing)
 
 
 def test_pricing_arithmetic_and_unknown_models(tmp_path: Path) -> None:
@@ -192,11 +190,12 @@ def test_azure_responses_path_and_protocol_routes() -> None:
     from lectr.config import Settings
 
     org = OrgEntry("o", "o", azure_endpoint="https://r.openai.azure.com/", azure_api_version="2024-10-21")
-    az = providers.REGISTRY["azure"]
-    assert providers.upstream_url(az, "/responses", "dep", Settings(), org) == (
+    catalog = providers.catalog(Settings())
+    ep, version = org.azure_endpoint, org.azure_api_version
+    assert catalog.url("azure", "/responses", "dep", ep, version) == (
         "https://r.openai.azure.com/openai/v1/responses"
     )
-    assert providers.upstream_url(az, "/responses/resp_1/cancel", None, Settings(), org) == (
+    assert catalog.url("azure", "/responses/resp_1/cancel", None, ep, version) == (
         "https://r.openai.azure.com/openai/v1/responses/resp_1/cancel"
     )
     assert protocols.stored_response_route("/v1/responses/resp_1") == ("/responses/resp_1", ("GET", "DELETE"))
@@ -206,9 +205,10 @@ def test_azure_responses_path_and_protocol_routes() -> None:
     )
     for bad in ("/v1/responses/a.b", "/v1/responses/x/y", "/v1/responses/x/cancel/z", "/v1/responses/"):
         assert protocols.stored_response_route(bad) is None, bad
-    assert protocols.serves("messages", "anthropic") and not protocols.serves("messages", "openai")
-    assert protocols.serves("responses", "azure") and not protocols.serves("responses", "groq")
-    assert protocols.serves("chat", "groq")
+    serves = protocols.SERVED_BY
+    assert "anthropic" in serves["messages"] and "openai" not in serves["messages"]
+    assert "azure" in serves["responses"] and "groq" not in serves["responses"]
+    assert "chat" not in serves  # every provider answers chat completions
     err = errors.RateLimited("slow down", 1000)
     assert json.loads(protocols.error_body("messages", err)) == {
         "type": "error",
@@ -217,19 +217,33 @@ def test_azure_responses_path_and_protocol_routes() -> None:
     assert json.loads(protocols.error_body("responses", err))["error"]["code"] == "rate_limit_exceeded"
 
 
-def test_core_parse_and_rewrite() -> None:
+def test_core_plan_peeks_and_rewrites() -> None:
+    from lectr.config import Settings
+    from lectr.control import compile_rules
+    from lectr.control.snapshot import compile_router
+    from lectr.types import Rule
+
+    mini = Rule(id="r", org_id="o", name="r", priority=1, match_feature="cheap", target_model="gpt-4o-mini")
+    router = compile_router([OrgEntry("o", "o")], [], {"o": compile_rules([mini])}, [])
+    catalog = providers.catalog(Settings())
+
+    def plan(body: bytes, feature: str = "cheap") -> _core.Plan:
+        args = ("o", "chat", "/chat/completions", "/v1/chat/completions", feature, None, None)
+        return router.plan(catalog, *args, body, "", 0.5)
+
     body = b'{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"\\"model\\":\\"x\\""}]}'
-    m = _core.parse_request(body)
-    assert (m.model, m.stream, m.include_usage) == ("gpt-4o", True, False)
-    assert m.body_for_upstream() is body
-    out = m.body_for_upstream("gpt-4o-mini", inject_usage=True)
-    assert json.loads(out) == {
+    p = plan(body)
+    assert (p.model, p.stream, p.inject_usage, p.rule_id) == ("gpt-4o", True, True, "r")
+    (hop,) = p.hops()
+    assert json.loads(hop.body) == {
         **json.loads(body),
         "model": "gpt-4o-mini",
         "stream_options": {"include_usage": True},
     }
-    with pytest.raises(_core.InvalidBody, match="JSON"):
-        _core.parse_request(b"{nope")
+    plain = b'{"model":"gpt-4o","messages":[]}'
+    assert plan(plain, "other").hops()[0].body is plain  # nothing to change: the client's own bytes
+    with pytest.raises(_core.Refused, match="JSON"):
+        plan(b"{nope")
 
 
 def test_error_shape() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from lectr import _core
 from lectr.store.base import Store
 from lectr.types import Budget, ControlData, FallbackChain, KeyEntry, LatencyTarget, OrgEntry, RateLimit, Rule
 
@@ -21,6 +22,40 @@ def compile_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
     """An org's rules as the request path evaluates them: enabled only, in
     priority order (ties by age), as an immutable tuple."""
     return tuple(sorted((r for r in rules if r.enabled), key=lambda r: (r.priority, r.created_at, r.id)))
+
+
+def compile_router(
+    orgs: Sequence[OrgEntry],
+    keys: Sequence[KeyEntry],
+    rules: dict[str, tuple[Rule, ...]],
+    fallbacks: Sequence[FallbackChain],
+) -> _core.Router:
+    """The request path's tables (key hashes, orgs, compiled rules, failover
+    paths) as the Rust core's `Router`, which makes every per-request
+    decision in one call."""
+    return _core.Router(
+        [(k.prefix, k.key_hash, k.org_id) for k in keys if k.revoked_at is None],
+        [(o.id, o.name, o.disabled, o.azure_endpoint, o.azure_api_version) for o in orgs],
+        [
+            (
+                org,
+                r.id,
+                r.match_feature,
+                r.match_task,
+                r.match_provider,
+                r.match_model,
+                r.target_provider,
+                r.target_model,
+                r.split_percent,
+            )
+            for org, rs in rules.items()
+            for r in rs
+        ],
+        [
+            (c.org_id, c.scope, [(t.provider, t.model) for t in c.targets], list(c.on_status))
+            for c in fallbacks
+        ],
+    )
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -34,6 +69,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     budgets: list[Budget] = msgspec.field(default_factory=list)
     rate_limits: list[RateLimit] = msgspec.field(default_factory=list)
     latency_targets: list[LatencyTarget] = msgspec.field(default_factory=list)
+    # The same keys, orgs, rules and fallbacks, compiled for the request path.
+    router: _core.Router = msgspec.field(default_factory=lambda: compile_router((), (), {}, ()))
 
     @classmethod
     def build(cls, data: ControlData) -> Snapshot:
@@ -43,23 +80,18 @@ class Snapshot(msgspec.Struct, frozen=True):
         chains: dict[str, dict[str, FallbackChain]] = {}
         for c in data.fallbacks:
             chains.setdefault(c.org_id, {})[c.scope] = c
+        rules = {org: compile_rules(rs) for org, rs in by_org.items()}
         return cls(
             version=data.version,
             orgs={o.id: o for o in data.orgs},
             keys_by_prefix={k.prefix: k for k in data.keys if k.revoked_at is None},
-            rules={org: compile_rules(rs) for org, rs in by_org.items()},
+            rules=rules,
             fallbacks=chains,
+            router=compile_router(data.orgs, data.keys, rules, data.fallbacks),
             budgets=data.budgets,
             rate_limits=data.rate_limits,
             latency_targets=data.latency_targets,
         )
-
-    def fallback_for(self, org_id: str, feature: str) -> FallbackChain | None:
-        """The feature's chain, else the org's default chain."""
-        chains = self.fallbacks.get(org_id)
-        if not chains:
-            return None
-        return chains.get(feature) or chains.get("*")
 
 
 EMPTY = Snapshot(version=0, orgs={}, keys_by_prefix={})

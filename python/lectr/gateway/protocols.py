@@ -12,7 +12,9 @@ from lectr.errors import LectrError, StreamInterrupted
 
 CHAT, RESPONSES, MESSAGES = "chat", "responses", "messages"
 
-# Which providers answer each protocol (Azure: its v1 Responses path).
+# Which providers answer each protocol (Azure: its v1 Responses path); a
+# protocol absent here is answered by every provider. Compiled into the
+# Rust core's Catalog (providers.catalog).
 SERVED_BY: dict[str, frozenset[str]] = {
     RESPONSES: frozenset({"openai", "azure"}),
     MESSAGES: frozenset({"anthropic"}),
@@ -24,12 +26,6 @@ DEFAULT_PROVIDER = {RESPONSES: "openai", MESSAGES: "anthropic"}
 # (slashes, dots, encoded bytes) is refused before it reaches a provider URL.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SUB = {"": ("GET", "DELETE"), "cancel": ("POST",), "input_items": ("GET",)}
-
-
-def serves(protocol: str, provider: str) -> bool:
-    """Whether `provider` can answer a request of `protocol`."""
-    allowed = SERVED_BY.get(protocol)
-    return allowed is None or provider in allowed
 
 
 def stored_response_route(path: str) -> tuple[str, tuple[str, ...]] | None:

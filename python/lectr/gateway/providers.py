@@ -1,15 +1,15 @@
-"""The provider registry (a table, not branches): detection by model prefix,
-the `X-Lectr-Provider` override, upstream URLs and auth styles. No I/O."""
+"""The provider registry (a table, not branches): model prefixes, auth
+styles and which protocols each answers, compiled with the settings' base
+URLs into the Rust core's `Catalog`, which detects providers and builds
+upstream URLs. No I/O."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import msgspec
 
+from lectr import _core, errors
 from lectr.config import Settings
-from lectr.errors import AzureConfigMissing, InvalidProvider, InvalidRequest
-from lectr.types import OrgEntry
+from lectr.gateway import protocols
 
 
 class Provider(msgspec.Struct, frozen=True):
@@ -39,10 +39,24 @@ REGISTRY: dict[str, Provider] = {
 VALID_NAMES = ", ".join(REGISTRY)
 DEFAULT_PROVIDER = "openai"
 
-# Longest prefix first, so a more specific prefix always wins.
-_PREFIXES: tuple[tuple[str, str], ...] = tuple(
-    sorted(((pfx, p.name) for p in REGISTRY.values() for pfx in p.prefixes), key=lambda t: -len(t[0]))
-)
+
+def catalog(settings: Settings | None) -> _core.Catalog:
+    """The registry compiled with `settings`' base URLs (without settings:
+    for detection only; every URL is then Azure's per-org form)."""
+    rows = [
+        (
+            p.name,
+            list(p.prefixes),
+            p.auth_style,
+            settings.providers.base_url(p.name) if settings is not None and p.global_endpoint else None,
+        )
+        for p in REGISTRY.values()
+    ]
+    served = {proto: sorted(names) for proto, names in protocols.SERVED_BY.items()}
+    return _core.Catalog(rows, served, dict(protocols.DEFAULT_PROVIDER), DEFAULT_PROVIDER)
+
+
+_DETECTION = catalog(None)
 
 
 def detect(model: str | None, override: str | None) -> tuple[Provider, bool]:
@@ -52,41 +66,8 @@ def detect(model: str | None, override: str | None) -> tuple[Provider, bool]:
     valid values. Without one, the model's prefix decides; an unrecognised
     model goes to OpenAI and is flagged unknown.
     """
-    if override:
-        p = REGISTRY.get(override.strip().lower())
-        if p is None:
-            raise InvalidProvider(f"unknown X-Lectr-Provider {override[:64]!r}; valid values: {VALID_NAMES}")
-        return p, False
-    if model:
-        m = model.lower()
-        for pfx, name in _PREFIXES:
-            if m.startswith(pfx):
-                return REGISTRY[name], False
-    return REGISTRY[DEFAULT_PROVIDER], True
-
-
-def upstream_url(provider: Provider, path: str, model: str | None, settings: Settings, org: OrgEntry) -> str:
-    """The URL to call for `path` (e.g. `/chat/completions`) on `provider`."""
-    base = settings.providers.base_url(provider.name)
-    if base is not None:
-        return base.rstrip("/") + path
-    if not org.azure_endpoint or not org.azure_api_version:
-        raise AzureConfigMissing(
-            "this org has no Azure endpoint and api-version configured; "
-            "set them with `lectr orgs azure ORG --endpoint URL --api-version VERSION`"
-        )
-    endpoint = org.azure_endpoint.rstrip("/")
-    version = quote(org.azure_api_version, safe="")
-    if path == "/models":
-        return f"{endpoint}/openai/models?api-version={version}"
-    if path == "/responses" or path.startswith("/responses/"):
-        # Azure's v1 API: the deployment is the body's `model`, no api-version.
-        return f"{endpoint}/openai/v1{path}"
-    if not model:
-        raise InvalidRequest("Azure requests need a model (the deployment name)")
-    if model in (".", "..") or not model.strip():
-        # Percent-encoding leaves dot segments alone, and every HTTP stack on
-        # the way resolves them: `..` would address another path of the
-        # endpoint, not a deployment.
-        raise InvalidRequest(f"invalid Azure deployment name {model[:100]!r}")
-    return f"{endpoint}/openai/deployments/{quote(model, safe='')}{path}?api-version={version}"
+    try:
+        name, unknown = _DETECTION.detect(model, override)
+    except _core.Refused as e:
+        raise errors.refused(*e.args) from None
+    return REGISTRY[name], unknown

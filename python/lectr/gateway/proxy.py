@@ -3,19 +3,20 @@
 ```
 granian (RSGI) -> app.py: dispatch by path
   -> proxy.py: Proxy.handle()
-       1 auth.resolve(snapshot, X-Lectr-Key)       -> OrgEntry    (in-memory snapshot)
+       1 auth.resolve(snapshot, X-Lectr-Key)       -> OrgEntry    (Rust: prefix, SHA-256, constant time)
        2 client_input.read_body (size-capped)      -> bytes       (413 past the cap)
-       3 _core.parse_request(body)                 -> RequestMeta (400 if not a JSON object)
-       4 providers.detect(meta.model, override)    -> Provider    (400 on unknown override)
-       5 routing.apply(snapshot rules, ...)        -> Route       (provider, model, rule; never fails)
+       3 snapshot.router.plan(catalog, org, tags, X-Lectr-Provider, body)
+                                                   -> Plan        (Rust, one call: body peek, provider
+                                                                   detection, routing rules, failover
+                                                                   path, each hop's URL and body;
+                                                                   a 400 as `Refused`)
          policy.admit(org, feature, model, ...)    -> Admission   (429 / 503, or a budget's cheaper model)
-       6 _send: for the route, then its fallback chain (open breakers skipped):
-           providers.upstream_url(...)             -> URL         (400 if Azure is not configured)
+       4 _send: for each hop of the plan (open breakers skipped):
            upstream.Upstream.send(headers/body)   -> Response    (on the event loop)
-           next target on connect error, timeout or a fallback status; else 502/504
-       7 body to the client: buffered JSON at once, SSE chunk by chunk as they
+           next hop on connect error, timeout or a fallback status; else 502/504
+       5 body to the client: buffered JSON at once, SSE chunk by chunk as they
          arrive; the Rust tap reads usage and strips what we asked for
-       8 finish: usage (or estimate) -> cost from pricing -> policy.settle ->
+       6 finish: usage (or estimate) -> cost from pricing -> policy.settle ->
          Exchange.record() -> writer queue and metrics.observe (once per request,
          never per chunk)
   <- response
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Any
 
@@ -37,15 +39,14 @@ from lectr.capture.handover import WriterProcess
 from lectr.config import Settings
 from lectr.control import ControlPlane
 from lectr.control.policy.engine import Policy
-from lectr.errors import InvalidRequest, LectrError, ProviderUnreachable, UnsupportedEndpoint
-from lectr.gateway import auth, protocols, providers, routing
+from lectr.errors import LectrError, ProviderUnreachable
+from lectr.gateway import auth, protocols, providers
 from lectr.gateway.breaker import Health
 from lectr.gateway.client_input import FEATURE_CAP, UNTAGGED, header_value, read_body
 from lectr.gateway.exchange import Endpoint, Exchange, provider_category
 from lectr.gateway.pricing import PriceTable
 from lectr.gateway.upstream import Response, Upstream
 from lectr.observe.metrics import Metrics
-from lectr.types import Target
 
 log = logging.getLogger("lectr.proxy")
 
@@ -75,6 +76,7 @@ class Proxy:
         self._upstream = upstream
         self._prices = prices
         self._max_body = settings.max_body_bytes
+        self._catalog = providers.catalog(settings)
 
     async def handle(self, scope: Any, proto: Any, endpoint: Endpoint) -> None:
         """Serve one request on `endpoint`."""
@@ -115,68 +117,38 @@ class Proxy:
 
     async def _forward(self, scope: Any, proto: Any, endpoint: Endpoint, org: Any, ex: Exchange) -> None:
         headers = scope.headers
-        meta: _core.RequestMeta | None = None
-        body = b""
-        if endpoint.has_body:
-            body = await read_body(scope, proto, self._max_body)
-            try:
-                meta = _core.parse_request(body)
-            except _core.InvalidBody as e:
-                raise InvalidRequest(str(e)) from None
-            if not meta.model:
-                raise InvalidRequest("request body has no 'model'")
-            ex.model_requested = ex.model_actual = meta.model
-            ex.streaming = meta.stream
-        detected, unknown = providers.detect(ex.model_requested, headers.get("x-lectr-provider"))
-        proto_name = endpoint.protocol
-        if unknown and proto_name in protocols.DEFAULT_PROVIDER:
-            # A model we do not recognise goes to the protocol's own provider.
-            detected = providers.REGISTRY[protocols.DEFAULT_PROVIDER[proto_name]]
-        ex.provider, ex.provider_unknown = detected.name, unknown
-        if not protocols.serves(proto_name, detected.name):
-            raise UnsupportedEndpoint(
-                f"{detected.name} has no {scope.path} endpoint; "
-                f"it is served by: {', '.join(sorted(protocols.SERVED_BY[proto_name]))}"
+        body = await read_body(scope, proto, self._max_body) if endpoint.has_body else None
+        try:
+            plan = self._control.snapshot.router.plan(
+                self._catalog,
+                org.id,
+                endpoint.protocol,
+                endpoint.path,
+                scope.path,
+                ex.feature,
+                ex.task,
+                headers.get("x-lectr-provider"),
+                body,
+                scope.query_string,
+                random.random(),  # noqa: S311 - a split rule's share, not a secret
             )
-
-        def serves(p: str) -> bool:
-            return protocols.serves(proto_name, p)
-
-        snap = self._control.snapshot
-        route = routing.apply(
-            snap.rules.get(org.id, ()),
-            ex.feature,
-            ex.task,
-            detected.name,
-            ex.model_requested,
-            serves=serves,
-        )
-        ex.rule_id = route.rule_id
-        chain = snap.fallback_for(org.id, ex.feature)
-        # 5b policy: limits and budgets (may reject, or rewrite to a cheaper model).
+        except _core.Refused as e:
+            raise errors.refused(*e.args) from None
+        ex.model_requested = ex.model_actual = plan.model
+        ex.streaming = plan.stream
+        ex.provider, ex.provider_unknown = plan.provider, plan.provider_unknown
+        ex.rule_id = plan.rule_id
+        # policy: limits and budgets (may reject, or rewrite to a cheaper model).
         ex.admission = await self._policy.admit(
-            org.id, ex.feature, route.model, len(body), meta.max_tokens if meta else None, ex.streaming, ex.id
+            org.id, ex.feature, plan.route_model, len(body or b""), plan.max_tokens, ex.streaming, ex.id
         )
-        if ex.admission is not None and ex.admission.overridden_by is not None:
+        admission = ex.admission
+        if admission is not None and admission.overridden_by is not None and admission.model_override:
             # The budget's fallback acts as the rule that decided the model.
-            b = ex.admission.overridden_by
-            route = routing.Route(route.provider, ex.admission.model_override, f"budget:{b.scope}:{b.period}")
-            ex.rule_id = route.rule_id
-        targets = [Target(route.provider, route.model or "")]
-        if chain is not None:
-            # Fallbacks stay within the protocol family too.
-            targets += [t for t in chain.targets if t != targets[0] and serves(t.provider)]
-        resp = await self._send(
-            scope,
-            endpoint,
-            org,
-            ex,
-            meta,
-            body,
-            detected.name,
-            targets,
-            chain.on_status if chain is not None else (),
-        )
+            b = admission.overridden_by
+            plan = plan.overridden(admission.model_override, f"budget:{b.scope}:{b.period}")
+            ex.rule_id = plan.rule_id
+        resp = await self._send(scope, endpoint, ex, plan)
         ex.upstream = resp
         ex.status = resp.status
         if resp.status >= 400:
@@ -188,69 +160,47 @@ class Proxy:
             return
         await self._stream(proto, resp, ex)
 
-    async def _send(
-        self,
-        scope: Any,
-        endpoint: Endpoint,
-        org: Any,
-        ex: Exchange,
-        meta: _core.RequestMeta | None,
-        body: bytes,
-        intended: str,
-        targets: list[Target],
-        retry_on: tuple[int, ...],
-    ) -> Response:
-        """Step 6: send to the first target, failing over down `targets` on a
-        connect error, a timeout or a `retry_on` status, before any byte has
-        reached the client. Returns the response that will be served."""
-        # Ask for streamed usage on the client's behalf; the tap strips it.
-        # (Responses and Messages streams always carry usage.)
-        inject = (
-            endpoint.protocol == protocols.CHAT
-            and meta is not None
-            and meta.stream
-            and not meta.include_usage
-        )
+    async def _send(self, scope: Any, endpoint: Endpoint, ex: Exchange, plan: _core.Plan) -> Response:
+        """Step 4: send to the plan's first hop, failing over down the rest
+        on a connect error, a timeout or a fallback status, before any byte
+        has reached the client. Returns the response that will be served."""
         client_headers = scope.headers.items()
+        intended = plan.provider
+        retry_on = plan.retry_on
+        hops = plan.hops()
         ex.upstream_start = time.perf_counter()
-        for i, target in enumerate(targets):
-            last = i == len(targets) - 1
-            provider = providers.REGISTRY[target.provider]
-            # An open breaker is skipped while another target remains.
-            if not last and not self._health.allow(provider.name):
+        for i, hop in enumerate(hops):
+            last = i == len(hops) - 1
+            # An open breaker is skipped while another hop remains.
+            if not last and not self._health.allow(hop.provider):
                 continue
-            try:
-                url = providers.upstream_url(
-                    provider, endpoint.path, target.model or None, self._settings, org
-                )
-            except LectrError:
-                if last:
-                    raise
+            if hop.url is None:
+                if last and hop.refusal is not None:
+                    raise errors.refused(*hop.refusal)
                 continue
-            if scope.query_string and provider.global_endpoint:
-                url = f"{url}?{scope.query_string}"
-            model = target.model or ex.model_requested
-            ex.provider, ex.model_actual = provider.name, model
-            ex.fallback_used = f"{provider.name}/{model}" if i > 0 else None
-            ex.body_up = meta.body_for_upstream(model, inject_usage=inject) if meta is not None else body
+            ex.provider, ex.model_actual = hop.provider, hop.model
+            ex.fallback_used = f"{hop.provider}/{hop.model}" if i > 0 else None
+            ex.body_up = hop.body
             sent = time.perf_counter()
             try:
                 resp = await self._upstream.send(
                     endpoint.method,
-                    url,
-                    self._credentials(client_headers, intended, provider.name),
-                    ex.body_up,
-                    provider.auth_style,
-                    inject,
+                    hop.url,
+                    self._credentials(client_headers, intended, hop.provider),
+                    hop.body,
+                    hop.auth_style,
+                    # Ask for streamed usage on the client's behalf; the tap
+                    # strips it. (Responses and Messages streams always carry it.)
+                    plan.inject_usage,
                     endpoint.protocol,
                 )
             except _core.UpstreamError as e:
-                self._health.record(provider.name, False, (time.perf_counter() - sent) * 1000.0)
+                self._health.record(hop.provider, False, (time.perf_counter() - sent) * 1000.0)
                 if last:
-                    raise errors.from_core(e, provider.name) from None
+                    raise errors.from_core(e, hop.provider) from None
                 continue
             ok = resp.status < 500 and resp.status != 429
-            self._health.record(provider.name, ok, (time.perf_counter() - sent) * 1000.0)
+            self._health.record(hop.provider, ok, (time.perf_counter() - sent) * 1000.0)
             if resp.status in retry_on and not last:
                 resp.close()
                 continue
