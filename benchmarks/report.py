@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks.figures import FLOOR, MAIN, fmt, get
 from benchmarks.plots import plots
+from benchmarks.ratios import ratios
 from benchmarks.tables import changed, commands_md, markdown
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -54,6 +55,7 @@ def derive(r: dict[str, Any]) -> None:
             if floor and name.startswith("lectr"):
                 t["above_floor"] = _above(t, floor)
     r["goals"] = goals(r)
+    r["ratios"] = ratios(r)
 
 
 # (key, path to the figure): what "above granian's floor" is shown for.

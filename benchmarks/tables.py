@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.figures import FLOOR, MAIN, PLOTS, fmt, get
+from benchmarks.ratios import ratios_md
 
 # Unchanged = for each figure, the median over the rounds moved (storage vs
 # none) by no more than the no-storage rounds spread among themselves.
@@ -226,6 +227,9 @@ def markdown(r: dict[str, Any], images: str) -> str:
     for g in r["goals"]:
         met = "–" if g["met"] is None else ("yes" if g["met"] else "**no**")
         w(f"| {g['goal']} | {g['shown']} | {met} |")
+    if r.get("ratios"):
+        w("")
+        L.extend(ratios_md(r["ratios"]))
     if r.get("failures"):
         w("")
         w("**Failures**: " + ", ".join(r["failures"]))
