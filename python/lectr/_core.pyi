@@ -27,27 +27,6 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamBadResponse(UpstreamProtocolError):
     """The provider's response is malformed (status, head, framing or an SSE event too large)."""
 
-class RequestMeta:
-    """The parsed top level of a request body."""
-
-    @property
-    def model(self) -> str | None:
-        """The requested model, or None when the body has none."""
-    @property
-    def stream(self) -> bool:
-        """Whether the client asked for a streamed response."""
-    @property
-    def include_usage(self) -> bool:
-        """Whether the client itself asked for stream_options.include_usage."""
-    @property
-    def max_tokens(self) -> int | None:
-        """max_completion_tokens, max_tokens or max_output_tokens, if set."""
-    def body_for_upstream(self, model: str | None = None, inject_usage: bool = False) -> bytes:
-        """The body to send upstream: the original object when nothing changes."""
-
-def parse_request(body: bytes) -> RequestMeta:
-    """Parse a request body; raises InvalidBody with a client-facing message."""
-
 class Catalog:
     """The provider table: model prefixes, auth styles, base URLs, protocols."""
 
