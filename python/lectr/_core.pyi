@@ -10,7 +10,7 @@ class InvalidBody(LectrCoreError):
     """The request body is not a JSON object of the expected shape."""
 
 class Refused(LectrCoreError):
-    """A request the gateway answers itself; args are (error code, message)."""
+    """A request the gateway answers itself; args are (code, message, model, provider)."""
 
 class UpstreamError(LectrCoreError):
     """A provider could not be reached or its response broke."""

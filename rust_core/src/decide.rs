@@ -423,7 +423,7 @@ impl Control {
             {
                 continue;
             }
-            let target = match r.target_provider.as_deref() {
+            let target = match r.target_provider.as_deref().filter(|t| !t.is_empty()) {
                 // A target we cannot call, or that cannot answer the
                 // protocol, is passed over: routing never fails a request.
                 Some(t) => match catalog.index(t) {
@@ -445,7 +445,12 @@ impl Control {
             }
             return Route {
                 provider: target,
-                model: r.target_model.clone().or_else(|| model.map(str::to_owned)),
+                model: r
+                    .target_model
+                    .as_deref()
+                    .filter(|m| !m.is_empty())
+                    .or(model)
+                    .map(str::to_owned),
                 rule_id: Some(r.id.clone()),
             };
         }

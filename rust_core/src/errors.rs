@@ -83,7 +83,7 @@ create_exception!(
     _core,
     Refused,
     LectrCoreError,
-    "A request the gateway answers itself; args are (error code, message)."
+    "A request the gateway answers itself; args are (error code, message, model, provider)."
 );
 create_exception!(
     _core,

@@ -3,7 +3,8 @@
 //! orgs, rules and failover paths) as Python objects, compiled when they
 //! change, and the `Plan` a request gets back: its route and every hop of
 //! its failover path with the URL and the upstream body ready. A request
-//! the gateway answers itself raises `Refused(code, message)`.
+//! the gateway answers itself raises `Refused(code, message, model,
+//! provider)`, the last two as far as they were known.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,20 @@ use crate::request::{RequestInfo, peek, rewrite};
 
 impl From<Refusal> for PyErr {
     fn from(r: Refusal) -> PyErr {
-        Refused::new_err((r.code, r.message))
+        refused(r, None, None)
+    }
+}
+
+/// `Refused(code, message, model, provider)`: with what was learned of the
+/// request before it was refused, for its record.
+fn refused(r: Refusal, model: Option<&str>, provider: Option<String>) -> PyErr {
+    Refused::new_err((r.code, r.message, model.map(str::to_owned), provider))
+}
+
+fn refusal(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
     }
 }
 
@@ -198,36 +212,34 @@ impl PyRouter {
             .control
             .orgs
             .get(org_id)
-            .ok_or_else(|| Refused::new_err(("invalid_lectr_key", "unknown org")))?;
+            .ok_or_else(|| refusal("invalid_lectr_key", "unknown org"))?;
         let info = match &body {
             None => None,
             Some(b) => {
                 let info = peek(b.as_bytes())
-                    .map_err(|e| Refused::new_err(("invalid_request", e.message().to_owned())))?;
+                    .map_err(|e| refusal("invalid_request", e.message().to_owned()))?;
                 if info.model.is_none() {
-                    return Err(Refused::new_err((
-                        "invalid_request",
-                        "request body has no 'model'",
-                    )));
+                    return Err(refusal("invalid_request", "request body has no 'model'").into());
                 }
                 Some(info)
             }
         };
         let model = info.as_ref().and_then(|i| i.model.as_deref());
-        let (mut detected, unknown) = c.detect(model, provider)?;
+        let (mut detected, unknown) = c
+            .detect(model, provider)
+            .map_err(|r| refused(r, model, None))?;
         if unknown {
             // A model we do not recognise goes to the protocol's own provider.
             detected = c.default_for(protocol).unwrap_or(detected);
         }
         if !c.serves(protocol, detected) {
-            return Err(Refused::new_err((
-                "unsupported_endpoint",
-                format!(
-                    "{} has no {client_path} endpoint; it is served by: {}",
-                    cat.name(detected),
-                    c.served_names(protocol)
-                ),
-            )));
+            let message = format!(
+                "{} has no {client_path} endpoint; it is served by: {}",
+                cat.name(detected),
+                c.served_names(protocol)
+            );
+            let r = refusal("unsupported_endpoint", message);
+            return Err(refused(r, model, Some(cat.name(detected))));
         }
         let route = self
             .control

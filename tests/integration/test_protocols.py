@@ -187,14 +187,22 @@ def test_responses_on_azure_use_the_v1_path(gateway: Gateway, mock: Mock) -> Non
 
 def test_responses_unsupported_provider_is_a_clear_400(gateway: Gateway, mock: Mock, key: str) -> None:
     n = len(mock.requests())
+    f = "responses-unsupported"
     r = httpx.post(
         gateway.url + "/v1/responses",
         json={"model": "claude-sonnet-4", "input": "hi"},
-        headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}"},
+        headers={"X-Lectr-Key": key, "Authorization": f"Bearer {PROVIDER_KEY}", "X-Lectr-Feature": f},
     )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "unsupported_endpoint"
     assert len(mock.requests()) == n
+    # The record of a refused request still says what was asked of whom.
+    rec = one_record(gateway, f)
+    assert (rec["model_requested"], rec["provider"], rec["error_category"]) == (
+        "claude-sonnet-4",
+        "anthropic",
+        "unsupported_endpoint",
+    )
 
 
 def test_responses_stream_cut_midway_raises_in_the_sdk(gateway: Gateway, mock: Mock, key: str) -> None:

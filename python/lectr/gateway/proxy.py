@@ -133,7 +133,11 @@ class Proxy:
                 random.random(),  # noqa: S311 - a split rule's share, not a secret
             )
         except _core.Refused as e:
-            raise errors.refused(*e.args) from None
+            code, message, model, provider = e.args
+            # The record of a refused request says what was asked of whom.
+            ex.model_requested = ex.model_actual = model
+            ex.provider = provider or ex.provider
+            raise errors.refused(code, message) from None
         ex.model_requested = ex.model_actual = plan.model
         ex.streaming = plan.stream
         ex.provider, ex.provider_unknown = plan.provider, plan.provider_unknown
