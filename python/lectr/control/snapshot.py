@@ -64,12 +64,10 @@ class Snapshot(msgspec.Struct, frozen=True):
     version: int
     orgs: dict[str, OrgEntry]
     keys_by_prefix: dict[str, KeyEntry]
-    rules: dict[str, tuple[Rule, ...]] = msgspec.field(default_factory=dict)
-    fallbacks: dict[str, dict[str, FallbackChain]] = msgspec.field(default_factory=dict)
     budgets: list[Budget] = msgspec.field(default_factory=list)
     rate_limits: list[RateLimit] = msgspec.field(default_factory=list)
     latency_targets: list[LatencyTarget] = msgspec.field(default_factory=list)
-    # The same keys, orgs, rules and fallbacks, compiled for the request path.
+    # The keys, orgs, rules and fallbacks, compiled for the request path.
     router: _core.Router = msgspec.field(default_factory=lambda: compile_router((), (), {}, ()))
 
     @classmethod
@@ -77,16 +75,11 @@ class Snapshot(msgspec.Struct, frozen=True):
         by_org: dict[str, list[Rule]] = {}
         for r in data.rules:
             by_org.setdefault(r.org_id, []).append(r)
-        chains: dict[str, dict[str, FallbackChain]] = {}
-        for c in data.fallbacks:
-            chains.setdefault(c.org_id, {})[c.scope] = c
         rules = {org: compile_rules(rs) for org, rs in by_org.items()}
         return cls(
             version=data.version,
             orgs={o.id: o for o in data.orgs},
             keys_by_prefix={k.prefix: k for k in data.keys if k.revoked_at is None},
-            rules=rules,
-            fallbacks=chains,
             router=compile_router(data.orgs, data.keys, rules, data.fallbacks),
             budgets=data.budgets,
             rate_limits=data.rate_limits,
