@@ -50,14 +50,11 @@ class Catalog:
         """The upstream URL; raises Refused (Azure not configured, bad deployment)."""
 
 class Hop:
-    """One step of a failover path, ready to send."""
+    """One step of a failover path; Plan.prepare makes its URL and body."""
 
     provider: str
     model: str | None
     auth_style: str
-    url: str | None
-    refusal: tuple[str, str] | None
-    body: bytes
 
 class Plan:
     """A request's decisions: its route and failover path."""
@@ -84,6 +81,8 @@ class Plan:
         """The plan with the route's model set by policy."""
     def hops(self) -> list[Hop]:
         """The route, then the failover targets that answer the protocol."""
+    def prepare(self, hop: Hop) -> tuple[str, bytes]:
+        """(URL, body) to send hop; raises Refused when it cannot be called."""
 
 class Router:
     """The control snapshot compiled for the request path."""

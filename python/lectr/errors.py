@@ -212,7 +212,8 @@ _REFUSALS: dict[str, type[LectrError]] = {
 }
 
 
-def refused(code: str, message: str) -> LectrError:
+def refused(e: _core.Refused) -> LectrError:
     """The gateway error for a refusal of the Rust core's decisions
-    (`_core.Refused(code, message)`, or a hop's refusal)."""
+    (`_core.Refused(code, message, ...)`)."""
+    code, message = e.args[0], e.args[1]
     return _REFUSALS.get(code, LectrError)(message)

@@ -282,21 +282,23 @@ pub struct PyPlan {
     inject: bool,
 }
 
-/// One step of a failover path, ready to send.
-#[pyclass(frozen, module = "lectr._core", name = "Hop", get_all)]
+/// One step of a failover path; `Plan.prepare` makes its URL and body,
+/// only for the hop that is sent.
+#[pyclass(frozen, module = "lectr._core", name = "Hop")]
 pub struct PyHop {
     /// The provider's name.
+    #[pyo3(get)]
     provider: String,
     /// The model sent (None for a bodiless request).
+    #[pyo3(get)]
     model: Option<String>,
     /// How the provider takes its key.
+    #[pyo3(get)]
     auth_style: String,
-    /// The URL, or None when the hop cannot be called (see `refusal`).
-    url: Option<String>,
-    /// Why the hop cannot be called: (code, message).
-    refusal: Option<(&'static str, String)>,
-    /// The body to send.
-    body: Py<PyBytes>,
+    /// The provider's index in the catalog.
+    index: usize,
+    /// The target's own model (None: the request's), for the URL.
+    target_model: Option<String>,
 }
 
 #[pymethods]
@@ -382,8 +384,8 @@ impl PyPlan {
     }
 
     /// The failover path: the route, then the chain's targets that differ
-    /// from it and answer the protocol, each with its URL and body.
-    fn hops(&self, py: Python<'_>) -> Vec<PyHop> {
+    /// from it and answer the protocol.
+    fn hops(&self) -> Vec<PyHop> {
         let cat = self.catalog.get();
         let c = &cat.inner;
         let first = (
@@ -401,22 +403,33 @@ impl PyPlan {
         targets
             .into_iter()
             .map(|(i, m)| {
-                let target_model = Some(m.as_str()).filter(|m| !m.is_empty());
-                let model = target_model.or(requested);
-                let url = c.url(i, &self.path, target_model, &self.org, &self.query);
+                let target_model = Some(m).filter(|m| !m.is_empty());
                 PyHop {
                     provider: cat.name(i),
-                    model: model.map(str::to_owned),
+                    model: target_model.as_deref().or(requested).map(str::to_owned),
                     auth_style: c
                         .provider(i)
                         .map(|p| p.auth_style.clone())
                         .unwrap_or_default(),
-                    refusal: url.as_ref().err().map(|r| (r.code, r.message.clone())),
-                    url: url.ok(),
-                    body: self.body_for(py, model),
+                    index: i,
+                    target_model,
                 }
             })
             .collect()
+    }
+
+    /// (URL, body) to send `hop`; raises `Refused` when the hop cannot be
+    /// called (Azure not configured for the org, a bad deployment name).
+    fn prepare(&self, py: Python<'_>, hop: &PyHop) -> PyResult<(String, Py<PyBytes>)> {
+        let c = &self.catalog.get().inner;
+        let url = c.url(
+            hop.index,
+            &self.path,
+            hop.target_model.as_deref(),
+            &self.org,
+            &self.query,
+        )?;
+        Ok((url, self.body_for(py, hop.model.as_deref())))
     }
 }
 

@@ -152,7 +152,7 @@ def test_azure_url() -> None:
     )
     with pytest.raises(_core.Refused) as e:
         catalog.url("azure", "/chat/completions", "m")
-    assert isinstance(errors.refused(*e.value.args[:2]), errors.AzureConfigMissing)
+    assert isinstance(errors.refused(e.value), errors.AzureConfigMissing)
 
 
 def test_pricing_arithmetic_and_unknown_models(tmp_path: Path) -> None:
@@ -235,13 +235,14 @@ def test_core_plan_peeks_and_rewrites() -> None:
     p = plan(body)
     assert (p.model, p.stream, p.inject_usage, p.rule_id) == ("gpt-4o", True, True, "r")
     (hop,) = p.hops()
-    assert json.loads(hop.body) == {
+    assert json.loads(p.prepare(hop)[1]) == {
         **json.loads(body),
         "model": "gpt-4o-mini",
         "stream_options": {"include_usage": True},
     }
     plain = b'{"model":"gpt-4o","messages":[]}'
-    assert plan(plain, "other").hops()[0].body is plain  # nothing to change: the client's own bytes
+    other = plan(plain, "other")
+    assert other.prepare(other.hops()[0])[1] is plain  # nothing to change: the client's own bytes
     with pytest.raises(_core.Refused, match="JSON"):
         plan(b"{nope")
 

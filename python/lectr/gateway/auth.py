@@ -17,4 +17,4 @@ def resolve(snapshot: Snapshot, key: str | None) -> OrgEntry:
     try:
         return snapshot.orgs[snapshot.router.org_id(key)]
     except _core.Refused as e:
-        raise errors.refused(*e.args[:2]) from None
+        raise errors.refused(e) from None

@@ -69,5 +69,5 @@ def detect(model: str | None, override: str | None) -> tuple[Provider, bool]:
     try:
         name, unknown = _DETECTION.detect(model, override)
     except _core.Refused as e:
-        raise errors.refused(*e.args[:2]) from None
+        raise errors.refused(e) from None
     return REGISTRY[name], unknown

@@ -133,11 +133,11 @@ class Proxy:
                 random.random(),  # noqa: S311 - a split rule's share, not a secret
             )
         except _core.Refused as e:
-            code, message, model, provider = e.args
+            _, _, model, provider = e.args
             # The record of a refused request says what was asked of whom.
             ex.model_requested = ex.model_actual = model
             ex.provider = provider or ex.provider
-            raise errors.refused(code, message) from None
+            raise errors.refused(e) from None
         ex.model_requested = ex.model_actual = plan.model
         ex.streaming = plan.stream
         ex.provider, ex.provider_unknown = plan.provider, plan.provider_unknown
@@ -178,20 +178,21 @@ class Proxy:
             # An open breaker is skipped while another hop remains.
             if not last and not self._health.allow(hop.provider):
                 continue
-            if hop.url is None:
-                if last and hop.refusal is not None:
-                    raise errors.refused(*hop.refusal)
+            try:
+                url, ex.body_up = plan.prepare(hop)
+            except _core.Refused as e:
+                if last:
+                    raise errors.refused(e) from None
                 continue
             ex.provider, ex.model_actual = hop.provider, hop.model
             ex.fallback_used = f"{hop.provider}/{hop.model}" if i > 0 else None
-            ex.body_up = hop.body
             sent = time.perf_counter()
             try:
                 resp = await self._upstream.send(
                     endpoint.method,
-                    hop.url,
+                    url,
                     self._credentials(client_headers, intended, hop.provider),
-                    hop.body,
+                    ex.body_up,
                     hop.auth_style,
                     # Ask for streamed usage on the client's behalf; the tap
                     # strips it. (Responses and Messages streams always carry it.)
