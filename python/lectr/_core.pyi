@@ -39,15 +39,6 @@ class Catalog:
     ) -> None: ...
     def detect(self, model: str | None, override_: str | None = None) -> tuple[str, bool]:
         """(provider, whether it was a guess); raises Refused for an unknown override."""
-    def url(
-        self,
-        provider: str,
-        path: str,
-        model: str | None = None,
-        azure_endpoint: str | None = None,
-        azure_api_version: str | None = None,
-    ) -> str:
-        """The upstream URL; raises Refused (Azure not configured, bad deployment)."""
 
 class Hop:
     """One step of a failover path; Plan.prepare makes its URL and body."""

@@ -74,30 +74,6 @@ impl PyCatalog {
         let (i, unknown) = self.inner.detect(model, override_)?;
         Ok((self.name(i), unknown))
     }
-
-    /// The URL for `path` on `provider` for an org with these Azure settings.
-    #[pyo3(signature = (provider, path, model=None, azure_endpoint=None, azure_api_version=None))]
-    fn url(
-        &self,
-        provider: &str,
-        path: &str,
-        model: Option<&str>,
-        azure_endpoint: Option<String>,
-        azure_api_version: Option<String>,
-    ) -> PyResult<String> {
-        let i = self
-            .inner
-            .index(provider)
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("unknown provider"))?;
-        let org = Org {
-            id: String::new(),
-            name: String::new(),
-            disabled: false,
-            azure_endpoint,
-            azure_api_version,
-        };
-        Ok(self.inner.url(i, path, model, &org, "")?)
-    }
 }
 
 impl PyCatalog {

@@ -138,20 +138,30 @@ def test_detection_table(model: str | None, override: str | None, name: str, unk
     assert (p.name, u) == (name, unknown)
 
 
-def test_azure_url() -> None:
+def azure_url(org: OrgEntry, protocol: str, path: str, model: str | None) -> str:
+    """The URL the plan sends an Azure request of `org` to."""
     from lectr.config import Settings
+    from lectr.control.snapshot import compile_router
 
+    router = compile_router([org], [], {}, [])
+    body = None if model is None else msgspec.json.encode({"model": model})
+    p = router.plan(
+        providers.catalog(Settings()), org.id, protocol, path, "/v1" + path, "f", None, "azure", body, "", 0.5
+    )
+    return p.prepare(p.hops()[0])[0]
+
+
+def test_azure_url() -> None:
     org = OrgEntry(
         id="o", name="o", azure_endpoint="https://res.openai.azure.com/", azure_api_version="2024-10-21"
     )
-    catalog = providers.catalog(Settings())
-    url = catalog.url("azure", "/chat/completions", "my deploy", org.azure_endpoint, org.azure_api_version)
+    url = azure_url(org, "chat", "/chat/completions", "my deploy")
     assert (
         url
         == "https://res.openai.azure.com/openai/deployments/my%20deploy/chat/completions?api-version=2024-10-21"
     )
     with pytest.raises(_core.Refused) as e:
-        catalog.url("azure", "/chat/completions", "m")
+        azure_url(OrgEntry("o", "o"), "chat", "/chat/completions", "m")
     assert isinstance(errors.refused(e.value), errors.AzureConfigMissing)
 
 
@@ -187,15 +197,11 @@ def test_pricing_prices_each_token_class_at_its_own_rate() -> None:
 
 
 def test_azure_responses_path_and_protocol_routes() -> None:
-    from lectr.config import Settings
-
     org = OrgEntry("o", "o", azure_endpoint="https://r.openai.azure.com/", azure_api_version="2024-10-21")
-    catalog = providers.catalog(Settings())
-    ep, version = org.azure_endpoint, org.azure_api_version
-    assert catalog.url("azure", "/responses", "dep", ep, version) == (
+    assert azure_url(org, "responses", "/responses", "dep") == (
         "https://r.openai.azure.com/openai/v1/responses"
     )
-    assert catalog.url("azure", "/responses/resp_1/cancel", None, ep, version) == (
+    assert azure_url(org, "responses", "/responses/resp_1/cancel", None) == (
         "https://r.openai.azure.com/openai/v1/responses/resp_1/cancel"
     )
     assert protocols.stored_response_route("/v1/responses/resp_1") == ("/responses/resp_1", ("GET", "DELETE"))
