@@ -111,11 +111,18 @@ pub fn peek(body: &[u8]) -> Result<RequestInfo, CoreError> {
             }
         },
     };
-    // An object the splice in `rewrite` cannot re-encode (a lone surrogate
-    // escape in a key, found by fuzzing) would leave a stream without the
-    // usage the gateway asked for: refuse it here, as the provider would.
+    // `stream_options` the splice in `rewrite` cannot add usage to would
+    // leave a stream without the usage its cost is read from: refuse it
+    // here, as the provider would. Both kinds were found by fuzzing: a value
+    // that is not an object, and an object with a lone surrogate escape in a
+    // key, which cannot be re-encoded.
     if let Some(raw) = p.stream_options {
         let text = raw.get();
+        if text != "null" && !text.starts_with('{') {
+            return Err(CoreError::InvalidBody(
+                "'stream_options' must be an object".to_owned(),
+            ));
+        }
         if text.starts_with('{')
             && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).is_err()
         {
@@ -244,6 +251,20 @@ mod tests {
         // peeked fine, then the usage splice could not re-encode the object.
         let lone = br#"{"model":"m","stream":true,"stream_options":{"\udddd":1}}"#;
         assert!(peek(lone).unwrap_err().message().contains("stream_options"));
+        // And this one: a stream_options that is not an object went upstream
+        // unchanged, so the stream would have come back without usage.
+        for other in ["1", "[]", "\"x\"", "true"] {
+            let body = format!(r#"{{"model":"m","stream":true,"stream_options":{other}}}"#);
+            let err = peek(body.as_bytes()).unwrap_err();
+            assert!(err.message().contains("must be an object"), "{other}");
+        }
+        let null = br#"{"model":"m","stream":true,"stream_options":null}"#;
+        let info = peek(null).unwrap();
+        let out = rewrite(null, &info, None, true).unwrap();
+        assert_eq!(
+            out,
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#
+        );
     }
 
     #[test]

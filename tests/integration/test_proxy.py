@@ -305,6 +305,14 @@ def test_bad_bodies(gateway: Gateway, mock: Mock, key: str) -> None:
         r = post(gateway, key, body)
         assert r.status_code == 400, body
         assert error_of(r)["code"] == "invalid_request"
+    # A stream whose stream_options cannot take include_usage would come back
+    # without the usage its cost is read from.
+    for options in ("1", "[]", '"x"'):
+        body = b'{"model":"gpt-4o-mini","messages":[],"stream":true,"stream_options":%s}'
+        r = post(gateway, key, body % options.encode())
+        assert r.status_code == 400, options
+        assert error_of(r)["code"] == "invalid_request"
+        assert "'stream_options' must be an object" in error_of(r)["message"]
     big = json.dumps({**CHAT, "pad": "x" * (2 * 1024 * 1024)}).encode()
     r = post(gateway, key, big)
     assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
