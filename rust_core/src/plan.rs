@@ -273,8 +273,6 @@ pub struct PyHop {
     auth_style: String,
     /// The provider's index in the catalog.
     index: usize,
-    /// The target's own model (None: the request's), for the URL.
-    target_model: Option<String>,
 }
 
 #[pymethods]
@@ -388,7 +386,6 @@ impl PyPlan {
                         .map(|p| p.auth_style.clone())
                         .unwrap_or_default(),
                     index: i,
-                    target_model,
                 }
             })
             .collect()
@@ -398,10 +395,12 @@ impl PyPlan {
     /// called (Azure not configured for the org, a bad deployment name).
     fn prepare(&self, py: Python<'_>, hop: &PyHop) -> PyResult<(String, Py<PyBytes>)> {
         let c = &self.catalog.get().inner;
+        // The URL names the model the hop sends (Azure's deployment): a
+        // target that keeps the request's model addresses that one.
         let url = c.url(
             hop.index,
             &self.path,
-            hop.target_model.as_deref(),
+            hop.model.as_deref(),
             &self.org,
             &self.query,
         )?;

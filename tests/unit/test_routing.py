@@ -159,6 +159,22 @@ def test_failover_path_keeps_to_the_protocol_and_skips_the_route_itself() -> Non
     )
 
 
+def test_a_failover_to_azure_that_keeps_the_model_addresses_its_deployment() -> None:
+    org = OrgEntry("o", "o", azure_endpoint="https://r.openai.azure.com", azure_api_version="2024-10-21")
+    chain = FallbackChain(org_id="o", targets=(Target("azure", ""),), on_status=(500,))
+    router = compile_router([org], [], {}, [chain])
+    body = msgspec.json.encode({"model": "gpt-4o-mini", "messages": []})
+    p = router.plan(CATALOG, "o", "chat", *PATHS["chat"], "f", None, None, body, "", 0.5)
+    hop = p.hops()[1]
+    assert (hop.provider, hop.model) == ("azure", "gpt-4o-mini")
+    url, up = p.prepare(hop)
+    assert (
+        url
+        == "https://r.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+    )
+    assert up is body
+
+
 @pytest.mark.parametrize(
     ("body", "provider", "protocol", "code"),
     [
