@@ -63,7 +63,7 @@ test: lint test-rust test-py fuzz-ci
 ## stable toolchain build them. New inputs go to a scratch corpus; the seed
 ## corpus in rust_core/fuzz/corpus/ is only read. A crash leaves its input in
 ## rust_core/fuzz/artifacts/<target>/ and fails the run.
-FUZZ_TARGETS := h1_response sse_framer usage request_peek
+FUZZ_TARGETS := h1_response sse_framer usage request_peek decide
 FUZZ_DIR     := rust_core/fuzz
 FUZZ_SCRATCH ?= $(HOME)/.cache/lectr/fuzz-corpus
 FUZZ_SECONDS ?= 300
