@@ -462,12 +462,17 @@ impl Control {
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-mod tests {
-    use super::*;
+/// A provider table and an org for tests and the fuzz target (feature
+/// `fixtures`): OpenAI, Anthropic (the only one answering `messages`),
+/// Groq, and Azure (index 3) with a per-org endpoint.
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
+    use std::collections::HashMap;
 
-    fn catalog() -> Catalog {
+    use super::{Catalog, Org, Provider};
+
+    /// The provider table; `None` if it no longer compiles.
+    pub fn catalog() -> Option<Catalog> {
         let p = |n: &str, pf: &[&str], base: Option<&str>| Provider {
             name: n.to_owned(),
             prefixes: pf.iter().map(|s| (*s).to_owned()).collect(),
@@ -487,10 +492,11 @@ mod tests {
             &defaults,
             "openai",
         )
-        .unwrap()
+        .ok()
     }
 
-    fn org() -> Org {
+    /// Org `o`, with Azure's endpoint (trailing `/`) and api-version set.
+    pub fn org() -> Org {
         Org {
             id: "o".into(),
             name: "o".into(),
@@ -498,6 +504,17 @@ mod tests {
             azure_endpoint: Some("https://r.openai.azure.com/".into()),
             azure_api_version: Some("2024-10-21".into()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::fixtures::org;
+    use super::*;
+
+    fn catalog() -> Catalog {
+        fixtures::catalog().unwrap()
     }
 
     #[test]
