@@ -3,6 +3,7 @@
 //! the client sent it.
 
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::errors::CoreError;
@@ -31,12 +32,6 @@ struct Peek<'a> {
     /// The Responses API's name for it.
     #[serde(default)]
     max_output_tokens: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
 }
 
 /// A byte range inside the body.
@@ -116,27 +111,19 @@ pub fn peek(body: &[u8]) -> Result<RequestInfo, CoreError> {
     // here, as the provider would. Both kinds were found by fuzzing: a value
     // that is not an object, and an object with a lone surrogate escape in a
     // key, which cannot be re-encoded.
-    if let Some(raw) = p.stream_options {
-        let text = raw.get();
-        if text != "null" && !text.starts_with('{') {
-            return Err(CoreError::InvalidBody(
-                "'stream_options' must be an object".to_owned(),
-            ));
-        }
-        if text.starts_with('{')
-            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).is_err()
-        {
-            return Err(CoreError::InvalidBody(
-                "'stream_options' is not a valid JSON object".to_owned(),
-            ));
-        }
-    }
-    let include_usage = p
-        .stream_options
-        .and_then(|raw| serde_json::from_str::<Option<StreamOptions>>(raw.get()).ok())
-        .flatten()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = match p.stream_options.map(RawValue::get) {
+        None | Some("null") => false,
+        Some(text) => match serde_json::from_str::<serde_json::Map<String, Value>>(text) {
+            Ok(o) => o.get("include_usage") == Some(&Value::Bool(true)),
+            Err(_) => {
+                return Err(CoreError::InvalidBody(if text.starts_with('{') {
+                    "'stream_options' is not a valid JSON object".to_owned()
+                } else {
+                    "'stream_options' must be an object".to_owned()
+                }));
+            }
+        },
+    };
     let open = body.iter().position(|b| *b == b'{').unwrap_or(0);
     let empty_object = body
         .get(open + 1..trimmed_end)
@@ -181,13 +168,12 @@ pub fn rewrite(
             }
             Some(span) => {
                 let raw = body.get(span.0..span.1).unwrap_or_default();
-                let parsed: Result<Option<serde_json::Map<String, serde_json::Value>>, _> =
+                let parsed: Result<Option<serde_json::Map<String, Value>>, _> =
                     serde_json::from_slice(raw);
-                // A non-object `stream_options` is the client's error to get
-                // back from the provider; we leave it untouched.
+                // `peek` refused every other value, so this always parses.
                 if let Ok(obj) = parsed {
                     let mut obj = obj.unwrap_or_default();
-                    obj.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+                    obj.insert("include_usage".to_owned(), Value::Bool(true));
                     if let Ok(bytes) = serde_json::to_vec(&obj) {
                         edits.push((span, bytes));
                     }
@@ -307,6 +293,9 @@ mod tests {
         let info = peek(body).unwrap();
         assert!(info.include_usage);
         assert!(rewrite(body, &info, None, true).is_none());
+        // A repeated member reads as its last value, as the provider reads it.
+        let twice = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"include_usage":true}}"#;
+        assert!(peek(twice).unwrap().include_usage);
     }
 
     #[test]
