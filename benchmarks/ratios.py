@@ -8,8 +8,9 @@ from typing import Any
 
 from benchmarks.figures import FLOOR, MAIN, fmt, get
 
-# (figure, its path in a target's results, unit, "ratio" = the goal is
-# Lectr ≤ 5× nginx, else "margin" = Lectr ≤ nginx + margin, goal text)
+# (figure, its path in a target's results, unit, kind, bound, goal text);
+# kind "ratio": Lectr ≤ bound × nginx, "margin": Lectr ≤ nginx + bound,
+# "absolute": Lectr ≤ bound.
 _ROWS: tuple[tuple[str, tuple[str, ...], str, str, float, str], ...] = (
     (
         "CPU per request, 32 connections",
